@@ -1,0 +1,41 @@
+"""The `munit` Typer app: global options and command registration.
+
+Each command lives in munit_cli/commands/; this module only wires them together.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from munit_cli import __version__
+from munit_cli.commands.info import info
+from munit_cli.ui import state
+
+app = typer.Typer(
+    name="munit",
+    help="Multimodal unsupervised image-to-image translation (MUNIT): train, translate, export.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"munit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+) -> None:
+    state.debug = debug
+
+
+app.command("info")(info)
+
+
+def main() -> None:
+    app()

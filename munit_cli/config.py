@@ -1,0 +1,235 @@
+"""Typed configuration: generator, discriminator and training settings, presets, JSON I/O.
+
+Defaults are the paper / reference values of SPEC sections 2-3. Every field is validated
+on construction so a bad value in a JSON file or a flag fails with the field's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from munit_cli.errors import MunitError
+
+ACTIVATIONS = ("relu", "lrelu", "prelu", "selu", "tanh", "none")
+PAD_TYPES = ("reflect", "replicate", "zero")
+GAN_TYPES = ("lsgan",)
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _check(cond: bool, name: str, value: Any, need: str) -> None:
+    if not cond:
+        raise MunitError(f"invalid config value {name}={value!r}: {need}")
+
+
+@dataclass
+class GenConfig:
+    """Generator (content encoder, style encoder, MLP, decoder) of one domain."""
+
+    dim: int = 64  # channels of the first encoder conv; doubled at each downsampling
+    style_dim: int = 8  # length of the style code s
+    mlp_dim: int = 256  # hidden width of the style -> AdaIN-parameter MLP
+    n_downsample: int = 2  # stride-2 convs in the content encoder (= upsamplings in decoder)
+    n_res: int = 4  # residual blocks in the content encoder and in the decoder
+    activ: str = "relu"  # activation of conv blocks
+    pad_type: str = "reflect"  # padding before every conv (reflect avoids border artefacts)
+
+    def validate(self, prefix: str = "gen") -> None:
+        for n in ("dim", "style_dim", "mlp_dim", "n_res"):
+            _check(getattr(self, n) >= 1, f"{prefix}.{n}", getattr(self, n), "must be >= 1")
+        _check(self.n_downsample >= 0, f"{prefix}.n_downsample", self.n_downsample, "must be >= 0")
+        _check(self.activ in ACTIVATIONS, f"{prefix}.activ", self.activ, f"one of {ACTIVATIONS}")
+        _check(self.pad_type in PAD_TYPES, f"{prefix}.pad_type", self.pad_type, f"one of {PAD_TYPES}")
+
+
+@dataclass
+class DisConfig:
+    """Multi-scale PatchGAN discriminator of one domain."""
+
+    dim: int = 64  # channels of the first conv; doubled at each layer
+    n_layer: int = 4  # stride-2 4x4 convs per scale
+    num_scales: int = 3  # image pyramid levels (full, 1/2, 1/4)
+    norm: str = "none"  # normalisation in D (the paper uses none)
+    activ: str = "lrelu"  # LeakyReLU(0.2)
+    pad_type: str = "reflect"  # padding before every conv
+    gan_type: str = "lsgan"  # least-squares GAN objective
+
+    def validate(self, prefix: str = "dis") -> None:
+        for n in ("dim", "n_layer", "num_scales"):
+            _check(getattr(self, n) >= 1, f"{prefix}.{n}", getattr(self, n), "must be >= 1")
+        _check(self.norm == "none", f"{prefix}.norm", self.norm, "only 'none' is supported")
+        _check(self.activ in ACTIVATIONS, f"{prefix}.activ", self.activ, f"one of {ACTIVATIONS}")
+        _check(self.pad_type in PAD_TYPES, f"{prefix}.pad_type", self.pad_type, f"one of {PAD_TYPES}")
+        _check(self.gan_type in GAN_TYPES, f"{prefix}.gan_type", self.gan_type, f"one of {GAN_TYPES}")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the networks of a checkpoint."""
+
+    gen: GenConfig = field(default_factory=GenConfig)
+    dis: DisConfig = field(default_factory=DisConfig)
+    image_size: int = 256  # training crop / default translation size (shorter side)
+
+    def validate(self) -> None:
+        self.gen.validate()
+        self.dis.validate()
+        _check(self.image_size >= 16, "image_size", self.image_size, "must be >= 16")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, losses and bookkeeping of a training run (SPEC section 3)."""
+
+    iters: int = 1_000_000  # total generator/discriminator updates
+    batch_size: int = 1  # images per domain per step (per process under DDP)
+    lr: float = 1e-4  # Adam learning rate of generators
+    lr_dis: float = 1e-4  # Adam learning rate of discriminators
+    beta1: float = 0.5  # Adam beta1
+    beta2: float = 0.999  # Adam beta2
+    weight_decay: float = 1e-4  # L2 added to the gradient (torch Adam weight_decay)
+    lr_step: int = 100_000  # halve the learning rate every this many steps
+    lr_gamma: float = 0.5  # factor applied every lr_step
+    gan_w: float = 1.0  # adversarial loss weight
+    recon_x_w: float = 10.0  # image reconstruction weight
+    recon_c_w: float = 1.0  # content reconstruction weight
+    recon_s_w: float = 1.0  # style reconstruction weight
+    recon_x_cyc_w: float = 0.0  # explicit cycle-consistency weight (0 = off)
+    vgg_w: float = 0.0  # domain-invariant perceptual loss weight (0 = off; needs VGG16 file)
+    ema: bool = True  # keep an exponential moving average of both generators
+    ema_beta: float = 0.999  # EMA decay per step
+    shared_fakes: bool = True  # generate fakes once per step for D and G (see trainer.py)
+    seed: int = 0  # seeds data order, augmentation, styles and init
+    workers: int = 2  # DataLoader worker processes
+    precision: str = "fp32"  # fp32 | bf16 | fp16 autocast (fp32 master weights)
+    log_every: int = 10  # steps between metric lines (and host syncs)
+    save_every: int = 1000  # steps between checkpoints
+    sample_every: int = 1000  # steps between sample grids
+    keep: int = 3  # step checkpoints kept besides latest
+    display_size: int = 4  # display images per domain in sample grids
+
+    def validate(self) -> None:
+        for n in ("iters", "batch_size", "lr_step", "log_every", "save_every", "sample_every", "keep", "display_size"):
+            _check(getattr(self, n) >= 1, n, getattr(self, n), "must be >= 1")
+        for n in ("lr", "lr_dis"):
+            _check(getattr(self, n) > 0, n, getattr(self, n), "must be > 0")
+        for n in ("weight_decay", "gan_w", "recon_x_w", "recon_c_w", "recon_s_w", "recon_x_cyc_w", "vgg_w", "workers", "seed"):
+            _check(getattr(self, n) >= 0, n, getattr(self, n), "must be >= 0")
+        for n in ("beta1", "beta2", "ema_beta", "lr_gamma"):
+            _check(0 <= getattr(self, n) <= 1, n, getattr(self, n), "must be in [0, 1]")
+        _check(self.precision in PRECISIONS, "precision", self.precision, f"one of {PRECISIONS}")
+
+
+PRESETS = ("munit", "small", "tiny")
+
+
+def model_preset(name: str) -> ModelConfig:
+    """`munit`: the paper. `small`: dim 32 at 128 px (a quarter of the per-pixel FLOPs),
+    for CPUs and demos. `tiny`: a few channels at 32 px, for tests."""
+    if name == "munit":
+        return ModelConfig()
+    if name == "small":
+        return ModelConfig(GenConfig(dim=32), DisConfig(dim=32), image_size=128)
+    if name == "tiny":
+        return ModelConfig(
+            GenConfig(dim=8, mlp_dim=32, n_res=1),
+            DisConfig(dim=8, n_layer=3, num_scales=2),
+            image_size=32,
+        )
+    raise MunitError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}", exit_code=2)
+
+
+def train_preset(name: str) -> TrainConfig:
+    """Paper schedule for `munit`; shorter runs with frequent saves for the others."""
+    if name == "munit":
+        return TrainConfig()
+    if name == "small":
+        return TrainConfig(iters=100_000, lr_step=50_000, save_every=1000, sample_every=1000, log_every=20)
+    if name == "tiny":
+        return TrainConfig(iters=200, lr_step=100_000, save_every=100, sample_every=100, log_every=10, workers=0, display_size=2)
+    raise MunitError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}", exit_code=2)
+
+
+# --- JSON round trip ------------------------------------------------------------------
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_json(cfg: Any) -> str:
+    return json.dumps(to_dict(cfg), sort_keys=True)
+
+
+def _coerce(name: str, typ: Any, value: Any) -> Any:
+    if typ is bool:
+        _check(isinstance(value, bool), name, value, "must be true or false")
+        return value
+    if typ is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), name, value, "must be an integer")
+        return value
+    if typ is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), name, value, "must be a number")
+        return float(value)
+    if typ is str:
+        _check(isinstance(value, str), name, value, "must be a string")
+        return value
+    raise AssertionError(f"unsupported config field type {typ}")
+
+
+def from_dict(cls: type, data: dict, prefix: str = "", base: Any = None) -> Any:
+    """Build `cls` from `data`, starting from `base` (or the defaults).
+
+    Unknown keys and ill-typed values raise MunitError naming the field."""
+    if not isinstance(data, dict):
+        raise MunitError(f"invalid config: {prefix or 'top level'} must be a JSON object")
+    obj = dataclasses.replace(base) if base is not None else cls()
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if key not in known:
+            raise MunitError(f"unknown config key {name!r}: known keys are {', '.join(sorted(known))}")
+        typ = hints[key]
+        if dataclasses.is_dataclass(typ):
+            value = from_dict(typ, value, prefix=f"{name}.", base=getattr(obj, key))
+        else:
+            value = _coerce(name, typ, value)
+        setattr(obj, key, value)
+    return obj
+
+
+def model_from_json(text: str) -> ModelConfig:
+    cfg = from_dict(ModelConfig, json.loads(text))
+    cfg.validate()
+    return cfg
+
+
+def train_from_json(text: str) -> TrainConfig:
+    cfg = from_dict(TrainConfig, json.loads(text))
+    cfg.validate()
+    return cfg
+
+
+@dataclass
+class RunConfig:
+    """What `munit train` resolves and writes to RUN_DIR/config.json."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_run_config_file(path: Path, base: RunConfig) -> RunConfig:
+    """Apply a JSON file (`{"model": {...}, "train": {...}}`) on top of `base`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise MunitError(f"config file {str(path)!r} does not exist: pass an existing JSON file")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MunitError(f"config file {str(path)!r} is not valid JSON ({e}): fix or remove it")
+    cfg = from_dict(RunConfig, data, base=base)
+    cfg.model.validate()
+    cfg.train.validate()
+    return cfg

@@ -1,0 +1,74 @@
+"""Terminal plumbing for commands: stderr console, progress bars, error handling, JSON out.
+
+Only the CLI layer (cli.py and commands/) imports this module.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any, Callable
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from munit_cli.errors import MunitError
+
+err_console = Console(stderr=True)
+
+
+class State:
+    debug = False
+
+
+state = State()
+
+
+def error_line(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def friendly(fn: Callable) -> Callable:
+    """Turn MunitError into `error: ...` + exit code, Ctrl-C into exit 130; --debug re-raises."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MunitError as e:
+            if state.debug:
+                raise
+            error_line(str(e))
+            raise typer.Exit(e.exit_code)
+        except KeyboardInterrupt:
+            if state.debug:
+                raise
+            error_line("interrupted")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def progress(*extra_columns: Any, disable: bool = False) -> Progress:
+    """A Rich progress bar on stderr: description, bar, count, elapsed, ETA, extra columns."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        *extra_columns,
+        console=err_console,
+        disable=disable,
+    )

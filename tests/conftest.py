@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny models and Pillow-made images, all in tmp_path."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from munit_cli.checkpoint import save_generators
+from munit_cli.config import model_preset
+from munit_cli.models import build_generator
+
+torch.set_num_threads(2)
+
+
+def make_image(path: Path, size=(48, 40), seed: int = 0, mode: str = "RGB", fmt: str | None = None) -> Path:
+    """A random picture of coloured shapes (so encoders see structure, not noise)."""
+    rng = random.Random(seed)
+    img = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(4):
+        x0, y0 = rng.randrange(size[0]), rng.randrange(size[1])
+        x1, y1 = x0 + rng.randrange(4, size[0]), y0 + rng.randrange(4, size[1])
+        draw.ellipse([x0, y0, x1, y1], fill=tuple(rng.randrange(256) for _ in range(3)))
+    if mode != "RGB":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format=fmt)
+    return path
+
+
+def make_domain(folder: Path, n: int, seed: int, size=(48, 40), ext: str = "png") -> Path:
+    for i in range(n):
+        make_image(folder / f"img{i:03d}.{ext}", size=size, seed=seed * 1000 + i)
+    return folder
+
+
+@pytest.fixture
+def tiny_cfg():
+    return model_preset("tiny")
+
+
+@pytest.fixture
+def tiny_gen_ckpt(tmp_path, tiny_cfg) -> Path:
+    """A generator-kind checkpoint of a randomly initialised tiny model, domains dog/cat."""
+    torch.manual_seed(0)
+    gens = {"a": build_generator(tiny_cfg), "b": build_generator(tiny_cfg)}
+    path = tmp_path / "tiny.safetensors"
+    save_generators(path, tiny_cfg, gens, ("dog", "cat"), step=7)
+    return path
