@@ -55,3 +55,9 @@ def atomic_write(path: Path | str, write: Callable[[object], None]) -> None:
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
+
+
+def refuse_overwrite(path: Path | str, overwrite: bool) -> None:
+    """Raise MunitError if `path` exists and the user did not pass --overwrite."""
+    if Path(path).exists() and not overwrite:
+        raise MunitError(f"{str(path)!r} already exists: pass --overwrite to replace it, or choose another --out")

@@ -252,11 +252,16 @@ def load_generators(path: Path | str, prefer_ema: bool = True) -> GeneratorBundl
 
 
 def save_generators(path: Path | str, model: ModelConfig, gens: dict[str, nn.Module], domains: tuple[str, str],
-                    step: int, dtype: torch.dtype = torch.float32, **extra: str) -> None:
-    """Write a generator-kind checkpoint holding `gens` (keys 'a' and/or 'b')."""
+                    step: int, dtype: torch.dtype = torch.float32, parts: dict[str, tuple[str, ...]] | None = None,
+                    **extra: str) -> None:
+    """Write a generator-kind checkpoint holding `gens` (keys 'a' and/or 'b'). With `parts`
+    ({'a': ('enc_content',), ...}) keep only those submodules: a direction-only export."""
     tensors: dict[str, Tensor] = {}
     for d, gen in gens.items():
-        tensors.update({k: v.to(dtype) if v.is_floating_point() else v for k, v in module_tensors(gen, f"gen_{d}").items()})
+        tensors.update({k: v.to(dtype) if v.is_floating_point() else v for k, v in module_tensors(gen, f"gen_{d}").items()
+                        if parts is None or k.split(".")[1] in parts.get(d, ())})
+    if parts is not None:
+        extra["parts"] = json.dumps({d: list(p) for d, p in parts.items()})
     save_tensors(path, tensors, base_metadata("generator", model, domains, step, **extra))
 
 

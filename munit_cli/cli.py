@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from munit_cli import __version__
+from munit_cli.commands.export import export
 from munit_cli.commands.info import info
 from munit_cli.ui import state
 
@@ -35,6 +36,7 @@ def _root(
 
 
 app.command("info")(info)
+app.command("export")(export)
 
 
 def main() -> None:
