@@ -9,6 +9,7 @@ import typer
 
 from munit_cli import __version__
 from munit_cli.commands.export import export
+from munit_cli.commands.import_official import import_official
 from munit_cli.commands.info import info
 from munit_cli.ui import state
 
@@ -37,6 +38,7 @@ def _root(
 
 app.command("info")(info)
 app.command("export")(export)
+app.command("import-official")(import_official)
 
 
 def main() -> None:
