@@ -116,6 +116,16 @@ def load_rgb(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: i
     return img
 
 
+def resize_shorter(img: Image.Image, size: int) -> Image.Image:
+    """Resize so the shorter side is `size`, keeping the aspect ratio (antialiased bicubic)."""
+    w, h = img.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    if (nw, nh) == (w, h):
+        return img
+    return img.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
+
+
 def to_tensor(img: Image.Image) -> Tensor:
     """RGB PIL image -> (3, H, W) float32 in [-1, 1]."""
     t = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(img.size[1], img.size[0], 3)
