@@ -11,6 +11,8 @@ from munit_cli import __version__
 from munit_cli.commands.export import export
 from munit_cli.commands.import_official import import_official
 from munit_cli.commands.info import info
+from munit_cli.commands.sample_styles import sample_styles
+from munit_cli.commands.translate import translate
 from munit_cli.ui import state
 
 app = typer.Typer(
@@ -39,6 +41,8 @@ def _root(
 app.command("info")(info)
 app.command("export")(export)
 app.command("import-official")(import_official)
+app.command("translate")(translate)
+app.command("sample-styles")(sample_styles)
 
 
 def main() -> None:
