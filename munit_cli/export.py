@@ -118,7 +118,7 @@ def load_source(source: Path, ema: bool, direction: str | None) -> Source:
         parts = info.parts()  # never fill in submodules the source does not hold
     bundle = load_generators(path, prefer_ema=ema)
     notes = []
-    if ema and not bundle.ema:
+    if ema and not bundle.ema and info.kind == "training":
         notes.append(f"{path.name} has no EMA weights: exporting the raw generators")
     if not ema and bundle.ema and not info.has_ema():
         notes.append(f"{path.name} holds only EMA weights (it is an EMA export): --no-ema cannot recover the raw ones")

@@ -81,10 +81,15 @@ def test_export_keeps_only_generators(run_dir, tmp_path):
     assert d["kind"] == "training" and "discriminator b, float32" in d["holds"] and "generator optimizer state, float32" in d["holds"]
 
 
-def test_export_without_ema_weights_says_so(tmp_path, tiny_gen_ckpt):
+def test_export_without_ema_weights_says_so(tmp_path, tiny_cfg, tiny_gen_ckpt):
+    tensors = load_tensors(tiny_gen_ckpt)  # becomes a training checkpoint without EMA copies
+    ckpt = tmp_path / "noema.safetensors"
+    save_tensors(ckpt, tensors, base_metadata("training", tiny_cfg, ("dog", "cat"), 5, train=TrainConfig(ema=False)))
     out = tmp_path / "g.safetensors"
-    r = _export(tiny_gen_ckpt, "--out", out)
+    r = _export(ckpt, "--out", out)
     assert r.exit_code == 0 and "no EMA weights" in r.stderr and parse_info(out).meta["ema"] == "false"
+    r = _export(tiny_gen_ckpt, "--out", tmp_path / "g2.safetensors")  # a generator file: nothing to warn about
+    assert r.exit_code == 0 and r.stderr == ""
 
 
 def test_fp16_export_halves_size_and_translates_alike(run_dir, tmp_path):
