@@ -266,7 +266,8 @@ class Job:
 
 def plan_jobs(items: Iterable[str], exclude: Path | None = None) -> list[Job]:
     """Discover input images (files, folders, globs); outputs keep the sub-folder layout of a
-    folder input. Images under `exclude` (the output folder) are left out; duplicates once."""
+    folder input. Images found under `exclude` (the output folder) by a folder or glob are
+    left out, so a rerun does not translate its own outputs; duplicates count once."""
     jobs: list[Job] = []
     seen: set[Path] = set()
     stems: dict[Path, Path] = {}
@@ -275,7 +276,7 @@ def plan_jobs(items: Iterable[str], exclude: Path | None = None) -> list[Job]:
         root = Path(item)
         for f in discover_images([item]):
             real = f.resolve()
-            if real in seen or (exclude is not None and real.is_relative_to(exclude)):
+            if real in seen or (exclude is not None and not root.is_file() and real.is_relative_to(exclude)):
                 continue
             seen.add(real)
             stem = f.relative_to(root).with_suffix("") if root.is_dir() else Path(f.stem)

@@ -256,6 +256,22 @@ def test_translator_pads_crops_and_batches(tiny_gen_ckpt):
     assert (to_uint8(ref).int() - one.int()).abs().max() <= 1
 
 
+def test_content_encoded_once_per_input(tmp_path, tiny_gen_ckpt):
+    for name in ("a", "b"):
+        make_image(tmp_path / "in" / f"{name}.png", seed=ord(name))
+    tr = inference.Translator(load_generators(tiny_gen_ckpt), "a", "b", torch.device("cpu"), batch_size=2)
+    calls = {"enc_content": 0, "dec": 0}
+    for part in calls:
+        getattr(tr.gen_src if part == "enc_content" else tr.gen_tgt, part).register_forward_hook(
+            lambda *_, part=part: calls.__setitem__(part, calls[part] + 1))
+    events = []
+    summary = inference.translate_files(tr, inference.plan_jobs([str(tmp_path / "in")]), inference.random_bank(5, 8, 0),
+                                        tmp_path / "o", size=32, workers=1, report=events.append)
+    assert calls == {"enc_content": 2, "dec": 6}  # per input: content once, 5 styles in batches of 2
+    assert summary.written == 10 and not summary.failed
+    assert [e.kind for e in events] == ["output"] * 5 + ["done"] + ["output"] * 5 + ["done"]
+
+
 def test_style_codes_helpers():
     assert inference.per_image_seed(0, 1) == inference.per_image_seed(0, 1) != inference.per_image_seed(0, 2)
     assert inference.per_image_seed(1, 1) != inference.per_image_seed(0, 1)
@@ -273,6 +289,8 @@ def test_plan_jobs_layout_and_outdir_excluded(tmp_path):
     make_image(tmp_path / "d" / "out" / "a_00.png")  # earlier outputs inside the input folder
     jobs = inference.plan_jobs([str(tmp_path / "d"), str(tmp_path / "d" / "a.png")], exclude=tmp_path / "d" / "out")
     assert [j.stem.as_posix() for j in jobs] == ["a", "s/b"]
+    again = inference.plan_jobs([str(tmp_path / "d" / "out" / "a_00.png")], exclude=tmp_path / "d" / "out")
+    assert [j.stem.as_posix() for j in again] == ["a_00"]  # named explicitly: translated again
     assert inference.output_path(Path("o"), jobs[1].stem, 3, "png") == Path("o/s/b_03.png")
     assert inference.output_path(Path("o"), jobs[1].stem, None, "jpg") == Path("o/s/b_grid.jpg")
 
