@@ -22,7 +22,9 @@ from munit_cli.atomic import atomic_write_bytes, refuse_overwrite
 from munit_cli.checkpoint import CheckpointInfo, GeneratorBundle, file_size, load_generators, parse_info, save_generators
 from munit_cli.config import to_dict
 from munit_cli.errors import MunitError
+from munit_cli.inference import require_direction, resolve_direction
 from munit_cli.models import Generator
+from munit_cli.weights import resolve_model
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 FORMATS = ("safetensors", "onnx")
@@ -46,43 +48,11 @@ class ExportResult:
     max_abs_diff: float | None = None  # ONNX vs PyTorch on a check input
 
 
-# --- sources and directions -------------------------------------------------------------------
-
-def resolve_source(path: Path) -> Path:
-    """A checkpoint file, or a run folder -> its checkpoints/latest.safetensors."""
-    if path.is_dir():
-        latest = path / "checkpoints" / "latest.safetensors"
-        if not latest.is_file():
-            raise MunitError(f"{str(path)!r} is a folder without checkpoints/latest.safetensors: "
-                             "pass a run folder or a .safetensors checkpoint")
-        return latest
-    return path
-
-
-def parse_direction(text: str, domains: tuple[str, str]) -> tuple[str, str]:
-    """'a2b' | 'b2a' | '<domain>2<domain>' (e.g. dog2cat) -> (source key, target key)."""
-    spelled = {"a2b": ("a", "b"), "b2a": ("b", "a"),
-               f"{domains[0]}2{domains[1]}": ("a", "b"), f"{domains[1]}2{domains[0]}": ("b", "a")}
-    if text not in spelled:
-        raise MunitError(f"unknown direction {text!r}: use a2b, b2a, {domains[0]}2{domains[1]} or "
-                         f"{domains[1]}2{domains[0]}", exit_code=2)
-    return spelled[text]
-
+# --- sources ----------------------------------------------------------------------------------
 
 def direction_parts(src: str, dst: str) -> dict[str, tuple[str, ...]]:
     """What translating src -> dst needs: Ec of the source, Es + MLP + decoder of the target."""
     return {src: ("enc_content",), dst: ("enc_style", "mlp", "dec")}
-
-
-def _check_parts(info: CheckpointInfo, want: dict[str, tuple[str, ...]], direction: str) -> None:
-    have = info.parts()
-    for d, parts in want.items():
-        lacking = [p for p in parts if p not in have[d]]
-        if lacking:
-            held = [f"{d2}: {', '.join(p) or 'nothing'}" for d2, p in have.items()]
-            raise MunitError(f"{str(info.path)!r} is a direction-only export ({'; '.join(held)}) and lacks "
-                             f"{', '.join(lacking)} of domain {d!r}: it cannot export {direction}; "
-                             "export from the training checkpoint instead")
 
 
 @dataclass
@@ -103,26 +73,31 @@ class Source:
 
 
 def load_source(source: Path, ema: bool, direction: str | None) -> Source:
-    """Load the generators of a checkpoint or run folder and check they hold `direction`
-    (default: a direction-only export's own direction, else both)."""
-    path = resolve_source(source)
+    """Load the generators of a checkpoint, run folder or installed model name and check they
+    hold `direction` (default: a direction-only export's own direction, else both)."""
+    path = resolve_model(source)
     info = parse_info(path)
     if info.kind not in ("generator", "training"):
         raise MunitError(f"{str(path)!r} is a {info.kind} file: export needs a training or generator checkpoint")
+    bundle = load_generators(path, prefer_ema=ema)
     direction = direction or info.meta.get("direction")
-    keys = parse_direction(direction, info.domains) if direction else None
-    parts = direction_parts(*keys) if keys else None
-    if parts:
-        _check_parts(info, parts, direction)
+    keys = parts = None
+    if direction:
+        keys = resolve_direction(bundle, None, direction)
+        require_direction(bundle, *keys, style_encoder=True)
+        parts = direction_parts(*keys)
     elif "parts" in info.meta:
         parts = info.parts()  # never fill in submodules the source does not hold
-    bundle = load_generators(path, prefer_ema=ema)
     notes = []
     if ema and not bundle.ema and info.kind == "training":
         notes.append(f"{path.name} has no EMA weights: exporting the raw generators")
     if not ema and bundle.ema and not info.has_ema():
         notes.append(f"{path.name} holds only EMA weights (it is an EMA export): --no-ema cannot recover the raw ones")
-    name = path.name if source == path else f"{source.name}/checkpoints/{path.name}"
+    arg = Path(source).expanduser()
+    try:  # "run/checkpoints/latest.safetensors" for a run folder, else the file name
+        name = str(path.relative_to(arg.parent)) if arg.is_dir() else path.name
+    except ValueError:
+        name = path.name
     return Source(path, info, bundle, keys, parts, f"{name} ({info.kind}, step {info.step})", notes)
 
 

@@ -134,7 +134,7 @@ def test_direction_export(run_dir, tmp_path):
     assert not list((tmp_path / "o2").glob("*.png"))
 
     r = _export(out, "--out", tmp_path / "b2a.safetensors", "--direction", "b2a")  # nothing to export it from
-    assert r.exit_code == 1 and "cannot export b2a" in r.stderr
+    assert r.exit_code == 1 and "cannot translate cat2dog" in r.stderr
     r = _export(out, "--out", tmp_path / "again.safetensors", "--dtype", "float16")  # keeps its direction
     assert r.exit_code == 0 and parse_info(tmp_path / "again.safetensors").meta["direction"] == "a2b"
     r = _export(run_dir, "--out", tmp_path / "x.safetensors", "--direction", "dog2fox")

@@ -22,8 +22,8 @@ def _size(n: int) -> str:
 
 @friendly
 def export(
-    source: Path = typer.Argument(..., help="A training checkpoint, a run folder (uses checkpoints/latest.safetensors) "
-                                            "or a generator checkpoint."),
+    source: Path = typer.Argument(..., help="A training checkpoint, a run folder (uses checkpoints/latest.safetensors), "
+                                            "a generator checkpoint or an installed model name."),
     out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file, or folder with --format onnx."),
     fmt: str = typer.Option("safetensors", "--format", help=f"{' | '.join(FORMATS)}"),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Export the EMA-averaged generators (when the source has them) "
