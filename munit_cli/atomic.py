@@ -37,6 +37,9 @@ def atomic_write(path: Path | str, write: Callable[[object], None]) -> None:
     except OSError as e:
         raise MunitError(f"cannot write to {str(folder)!r} ({e.strerror or e}): choose a writable output location")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

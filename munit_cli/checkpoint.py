@@ -265,5 +265,34 @@ def save_generators(path: Path | str, model: ModelConfig, gens: dict[str, nn.Mod
     save_tensors(path, tensors, base_metadata("generator", model, domains, step, **extra))
 
 
+# --- optimizer state <-> flat tensors + JSON ----------------------------------------------
+
+def flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, Tensor], str]:
+    """Optimizer state as `prefix.state.<param>.<name>` tensors plus a JSON string holding
+    the param groups and any non-tensor state."""
+    sd = opt.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for idx, st in sd["state"].items():
+        for name, v in st.items():
+            if isinstance(v, Tensor):
+                tensors[f"{prefix}.state.{idx}.{name}"] = v
+            else:
+                scalars.setdefault(str(idx), {})[name] = v
+    return tensors, json.dumps({"param_groups": sd["param_groups"], "scalars": scalars})
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], prefix: str, meta_json: str) -> None:
+    meta = json.loads(meta_json)
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith(prefix + ".state."):
+            idx, name = k[len(prefix) + 7:].split(".", 1)
+            state.setdefault(int(idx), {})[name] = v
+    for idx, st in meta.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(st)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
 def file_size(path: Path | str) -> int:
     return os.stat(path).st_size

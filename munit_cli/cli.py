@@ -12,6 +12,7 @@ from munit_cli.commands.export import export
 from munit_cli.commands.import_official import import_official
 from munit_cli.commands.info import info
 from munit_cli.commands.sample_styles import sample_styles
+from munit_cli.commands.train import train
 from munit_cli.commands.translate import translate
 from munit_cli.ui import state
 
@@ -43,6 +44,7 @@ app.command("export")(export)
 app.command("import-official")(import_official)
 app.command("translate")(translate)
 app.command("sample-styles")(sample_styles)
+app.command("train")(train)
 
 
 def main() -> None:

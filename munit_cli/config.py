@@ -214,21 +214,34 @@ def train_from_json(text: str) -> TrainConfig:
 
 
 @dataclass
+class DataConfig:
+    """Where the two domains come from (see data.resolve_domain)."""
+
+    src: str = ""  # domain a: a name under root, or a folder
+    tgt: str = ""  # domain b
+    root: str = ""  # data root ("" = names are folders)
+
+
+@dataclass
 class RunConfig:
     """What `munit train` resolves and writes to RUN_DIR/config.json."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
 
 
 def load_run_config_file(path: Path, base: RunConfig) -> RunConfig:
-    """Apply a JSON file (`{"model": {...}, "train": {...}}`) on top of `base`."""
+    """Apply a JSON file (`{"model": {...}, "train": {...}, "data": {...}}`) on top of `base`.
+    A run's own RUN_DIR/config.json is accepted too."""
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise MunitError(f"config file {str(path)!r} does not exist: pass an existing JSON file")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MunitError(f"config file {str(path)!r} is not valid JSON ({e}): fix or remove it")
+    if isinstance(data, dict):
+        data.pop("munit_version", None)  # written into RUN_DIR/config.json for the record
     cfg = from_dict(RunConfig, data, base=base)
     cfg.model.validate()
     cfg.train.validate()

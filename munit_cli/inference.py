@@ -8,7 +8,6 @@ s_b target style codes (N, style_dim, 1, 1), x_ab = gen_b.decode(c_a, s_b) (N, 3
 from __future__ import annotations
 
 import collections
-import hashlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from munit_cli.errors import MunitError
 from munit_cli.images import (DEFAULT_MAX_PIXELS, ImageError, discover_images, load_rgb, make_grid, resize_shorter,
                               save_image, to_tensor, to_uint8)
 from munit_cli.models import Generator, random_styles
+from munit_cli.seeds import stable_seed
 from munit_cli.runtime import autocast, channels_last_ok
 
 AUTO_BATCH_PIXELS = 8 * 256 * 256  # --batch-size auto: 8 styles at 256 px, fewer for larger images
@@ -89,8 +89,7 @@ def resolve_direction(bundle: GeneratorBundle, to: str | None, direction: str | 
 
 def per_image_seed(seed: int, index: int) -> int:
     """A stable 63-bit seed for input `index` of a --per-image run (independent of PYTHONHASHSEED)."""
-    h = hashlib.blake2b(f"munit-style:{seed}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") & (2**63 - 1)
+    return stable_seed("style", seed, index)
 
 
 @dataclass

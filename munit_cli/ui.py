@@ -71,4 +71,6 @@ def progress(*extra_columns: Any, disable: bool = False) -> Progress:
         *extra_columns,
         console=err_console,
         disable=disable,
+        redirect_stdout=False,  # results printed during a run must stay on stdout
+        redirect_stderr=False,
     )

@@ -1,0 +1,190 @@
+"""`munit train`: resolve the config (preset < --config < flags), then run or resume training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+import typer
+from rich.progress import TextColumn
+
+from munit_cli.config import PRESETS, RunConfig, load_run_config_file, model_preset, to_dict, train_preset
+from munit_cli.data import scan_domain
+from munit_cli.errors import MunitError
+from munit_cli.runtime import DEVICE_HELP, check_precision, resolve_device
+from munit_cli.training_run import Options, StopFlag, StopRequested, TrainingRun
+from munit_cli.ui import err_console, friendly, print_json, progress, warn
+
+# flag name -> TrainConfig field, applied only when given
+TRAIN_FLAGS = ("iters", "batch_size", "lr", "lr_dis", "seed", "workers", "save_every", "keep", "sample_every",
+               "log_every", "ema", "ema_beta", "precision", "gan_w", "recon_x_w", "recon_c_w", "recon_s_w",
+               "recon_x_cyc_w", "vgg_w", "lr_step", "shared_fakes")
+# what may change when resuming (the experiment itself comes from the checkpoint)
+RESUMABLE = ("iters", "workers", "save_every", "keep", "sample_every", "log_every", "precision")
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world, local_rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _resolve(preset: str, config: Optional[Path], flags: dict, image_size: Optional[int], src, tgt, data) -> RunConfig:
+    cfg = RunConfig(model_preset(preset), train_preset(preset))
+    if config is not None:
+        cfg = load_run_config_file(config, cfg)
+    for k, v in flags.items():
+        if v is not None:
+            setattr(cfg.train, k, v)
+    if image_size is not None:
+        cfg.model.image_size = image_size
+    for k, v in (("src", src), ("tgt", tgt), ("root", data)):
+        if v is not None:
+            setattr(cfg.data, k, str(v))
+    cfg.model.validate()
+    cfg.train.validate()
+    return cfg
+
+
+@friendly
+def train(
+    src: Optional[str] = typer.Option(None, "--src", help="Domain a: a folder, or a name under --data (ROOT/NAME or ROOT/train/NAME)."),
+    tgt: Optional[str] = typer.Option(None, "--tgt", help="Domain b, like --src."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Data root holding the domain folders (AFHQ layout works)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory [default: runs/SRC2TGT]."),
+    preset: str = typer.Option("munit", "--preset", help=f"Model and schedule preset: {' | '.join(PRESETS)}."),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON file {model, train, data} applied over the preset."),
+    iters: Optional[int] = typer.Option(None, "--iters", help="Total training iterations."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per domain per step (per GPU)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Training crop size (shorter side resized to it)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Generator learning rate."),
+    lr_dis: Optional[float] = typer.Option(None, "--lr-dis", help="Discriminator learning rate."),
+    lr_step: Optional[int] = typer.Option(None, "--lr-step", help="Halve learning rates every N steps."),
+    gan_w: Optional[float] = typer.Option(None, "--gan-w", help="Adversarial loss weight."),
+    recon_x_w: Optional[float] = typer.Option(None, "--recon-x-w", help="Image reconstruction weight."),
+    recon_c_w: Optional[float] = typer.Option(None, "--recon-c-w", help="Content reconstruction weight."),
+    recon_s_w: Optional[float] = typer.Option(None, "--recon-s-w", help="Style reconstruction weight."),
+    recon_x_cyc_w: Optional[float] = typer.Option(None, "--recon-x-cyc-w", help="Explicit cycle loss weight (0 = off)."),
+    vgg_w: Optional[float] = typer.Option(None, "--vgg-w", help="Perceptual loss weight (needs --vgg-weights)."),
+    vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="Local VGG16 weights file for the perceptual loss."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | bf16 | fp16 (autocast; fp32 master weights)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for init, data order, augmentation and styles."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="Steps between checkpoints."),
+    keep: Optional[int] = typer.Option(None, "--keep", help="Step checkpoints to keep (plus latest)."),
+    sample_every: Optional[int] = typer.Option(None, "--sample-every", help="Steps between sample grids."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric lines."),
+    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep EMA generators (used for samples/export)."),
+    ema_beta: Optional[float] = typer.Option(None, "--ema-beta", help="EMA decay."),
+    shared_fakes: Optional[bool] = typer.Option(None, "--shared-fakes/--reference-step", help="Generate fakes once per step (fast) or twice as the reference."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the generators."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard events to RUN_DIR/tb."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and the data found, then exit."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar; log lines only."),
+) -> None:
+    """Train MUNIT on two folders of unpaired images.
+
+    Examples:
+      munit train --data afhq --src dog --tgt cat
+      munit train --data ../pets --src cat --tgt dog --preset small --precision bf16 --out runs/pets
+      torchrun --nproc_per_node 4 -m munit_cli train --data afhq --src dog --tgt cat
+    Ctrl-C finishes the current step, writes a checkpoint and exits 130; --resume continues.
+    """
+    flags = {k: v for k, v in locals().items() if k in TRAIN_FLAGS}
+    if resume and out is None:
+        raise MunitError("--resume needs --out RUN_DIR (the run to continue)", exit_code=2)
+    rank, world, local_rank = _distributed()
+    dev = resolve_device(device)
+    if world > 1 and dev.type == "cuda":
+        dev = torch.device("cuda", local_rank)
+    if not resume and (src is None or tgt is None) and config is None:
+        raise MunitError("pass --src and --tgt (the two image domains)", exit_code=2)
+    cfg = _resolve(preset, config, flags, image_size, src, tgt, data)
+    if not resume and (not cfg.data.src or not cfg.data.tgt):
+        raise MunitError("pass --src and --tgt (the two image domains)", exit_code=2)
+    check_precision(cfg.train.precision, dev)
+    run_dir = out or Path("runs") / f"{Path(cfg.data.src).name}2{Path(cfg.data.tgt).name}"
+    if vgg_weights is None and cfg.train.vgg_w > 0:
+        raise MunitError("--vgg-w > 0 needs --vgg-weights FILE (VGG16 weights; nothing is downloaded)", exit_code=2)
+
+    if dry_run:
+        root = Path(cfg.data.root) if cfg.data.root else None
+        doms = [scan_domain(root, n, cfg.train.display_size) for n in (cfg.data.src, cfg.data.tgt)]
+        print_json({"run_dir": str(run_dir), "device": str(dev), "config": {"model": to_dict(cfg.model),
+                    "train": to_dict(cfg.train), "data": to_dict(cfg.data)},
+                    "domains": [{"name": d.name, "folder": str(d.folder), "images": len(d.files),
+                                 "unreadable": [str(p) for p in d.unreadable], "display": [str(p) for p in d.display]}
+                                for d in doms]})
+        return
+
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        if dev.type == "cpu":
+            torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    main = rank == 0
+    overrides = {k: v for k, v in flags.items() if v is not None and k in RESUMABLE}
+    if resume:
+        ignored = [k for k, v in flags.items() if v is not None and k not in RESUMABLE]
+        if ignored and main:
+            warn(f"--resume keeps the run's own settings; ignoring {', '.join('--' + k.replace('_', '-') for k in ignored)}")
+    stop = StopFlag()
+    opts = Options(dev, resume=resume, vgg_weights=str(vgg_weights) if vgg_weights else None, compile=compile,
+                   tensorboard=tensorboard, rank=rank, world=world, overrides_on_resume=overrides)
+
+    def on_signal(signum, frame):
+        if stop.signum is not None:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        stop.request(signum)
+        if main:
+            err_console.print(f"[yellow]signal {signum}: finishing this step and saving a checkpoint (again to abort)[/]")
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    bar = progress(TextColumn("{task.fields[info]}"), disable=quiet or not main)
+    task = None
+
+    def callback(kind: str, info: dict) -> None:
+        nonlocal task
+        if not main:
+            return
+        if kind == "start":
+            err_console.print(f"training {info['domains'][0]} ({info['images'][0]} images) <-> "
+                              f"{info['domains'][1]} ({info['images'][1]} images) on {dev}, "
+                              f"{cfg.train.precision}, into {run_dir}")
+            if info["unreadable"]:
+                warn(f"{info['unreadable']} file(s) could not be opened and are skipped (see --dry-run)")
+            task = bar.add_task("train", total=info["total"], completed=info["step"], info="")
+        elif kind == "step":
+            bar.update(task, completed=info["step"])
+        elif kind == "log":
+            short = (f"{info['images_per_s']:.1f} img/s  x {info['loss_recon_x_a']:.3f}/{info['loss_recon_x_b']:.3f}  "
+                     f"gan {info['loss_gan_a']:.2f}/{info['loss_gan_b']:.2f}  dis {info['loss_dis_a']:.2f}/{info['loss_dis_b']:.2f}")
+            bar.update(task, info=short)
+            if quiet:
+                print(json.dumps(info), file=sys.stderr, flush=True)
+        elif kind == "warning":
+            warn(info["message"])
+
+    try:
+        with bar:
+            run = TrainingRun(run_dir, cfg, opts, callback, stop)
+            path = run.run()
+    except StopRequested as e:
+        if main:
+            err_console.print(f"stopped at step {run.trainer.step}; checkpoint written; resume with "
+                              f"`munit train --out {run_dir} --resume`")
+            print(e.path)
+        raise typer.Exit(128 + e.signum)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if main:
+        print(path)

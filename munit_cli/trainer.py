@@ -1,0 +1,263 @@
+"""One MUNIT training step and the complete training state (networks, EMA, optimisers, RNG).
+
+Step semantics (SPEC section 3, with one documented change): the reference generates the
+fakes twice per iteration, once for the D update and again for the G update, each time with
+fresh random styles. With `shared_fakes` (default) the generator forward runs once; D is
+updated on the detached fakes, then the G losses use the same fakes against the updated D,
+with D's parameters frozen so no D weight gradients are computed. Only the random style
+draw differs from the reference (one draw per step instead of two); the objectives, their
+order and the optimiser updates are unchanged. `shared_fakes=False` is the reference step.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+
+import torch
+from torch import Tensor, nn
+
+from munit_cli.checkpoint import flatten_optimizer, module_tensors, load_module, restore_optimizer
+from munit_cli.config import ModelConfig, TrainConfig
+from munit_cli.seeds import stable_seed
+from munit_cli.losses import PerceptualLoss, dis_loss, gen_adv_loss, recon
+from munit_cli.models import Generator, MultiScaleDiscriminator, build_discriminator, build_generator
+from munit_cli.runtime import autocast
+
+
+class GenPair(nn.Module):
+    """Both generators. `forward` computes every generator output of one step in a single
+    call, so DistributedDataParallel sees one forward per backward."""
+
+    def __init__(self, gen_a: Generator, gen_b: Generator, cycle: bool):
+        super().__init__()
+        self.gen_a, self.gen_b, self.cycle = gen_a, gen_b, cycle
+
+    def forward(self, x_a: Tensor, x_b: Tensor, s_a: Tensor, s_b: Tensor) -> dict[str, Tensor]:
+        c_a, s_a_prime = self.gen_a.encode(x_a)
+        c_b, s_b_prime = self.gen_b.encode(x_b)
+        # one decode per generator over [own content + own style; other content + random style]:
+        # per-sample norms make this exactly the two separate decodes, with better conv batching
+        x_a_recon, x_ba = self.gen_a.decode(torch.cat([c_a, c_b]), torch.cat([s_a_prime, s_a])).chunk(2)
+        x_b_recon, x_ab = self.gen_b.decode(torch.cat([c_b, c_a]), torch.cat([s_b_prime, s_b])).chunk(2)
+        c_b_recon, s_a_recon = self.gen_a.encode(x_ba)
+        c_a_recon, s_b_recon = self.gen_b.encode(x_ab)
+        out = dict(c_a=c_a, c_b=c_b, s_a_prime=s_a_prime, s_b_prime=s_b_prime, x_a_recon=x_a_recon,
+                   x_b_recon=x_b_recon, x_ba=x_ba, x_ab=x_ab, c_a_recon=c_a_recon, c_b_recon=c_b_recon,
+                   s_a_recon=s_a_recon, s_b_recon=s_b_recon)
+        if self.cycle:
+            out["x_aba"] = self.gen_a.decode(c_a_recon, s_a_prime)
+            out["x_bab"] = self.gen_b.decode(c_b_recon, s_b_prime)
+        return out
+
+
+class DisPair(nn.Module):
+    """Both discriminators; `forward` returns the LSGAN D loss on (real, fake) for a and b."""
+
+    def __init__(self, dis_a: MultiScaleDiscriminator, dis_b: MultiScaleDiscriminator):
+        super().__init__()
+        self.dis_a, self.dis_b = dis_a, dis_b
+
+    def forward(self, x_a: Tensor, x_ba: Tensor, x_b: Tensor, x_ab: Tensor) -> tuple[Tensor, Tensor]:
+        n = x_a.shape[0]
+        # fakes and reals in one D call per domain (patch outputs are per-sample)
+        outs_a = self.dis_a(torch.cat([x_ba, x_a]))
+        outs_b = self.dis_b(torch.cat([x_ab, x_b]))
+        loss_a = dis_loss([o[:n] for o in outs_a], [o[n:] for o in outs_a])
+        loss_b = dis_loss([o[:n] for o in outs_b], [o[n:] for o in outs_b])
+        return loss_a, loss_b
+
+
+def _ddp(module: nn.Module, device: torch.device) -> nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+
+
+class Trainer:
+    """Networks, EMA generators, optimisers and RNG of a run; `train_step` does one iteration."""
+
+    def __init__(self, model: ModelConfig, train: TrainConfig, device: torch.device, *, rank: int = 0,
+                 world: int = 1, vgg_weights: str | None = None, channels_last: bool | None = None,
+                 compile: bool = False):
+        self.model_cfg, self.cfg, self.device, self.rank, self.world = model, train, device, rank, world
+        torch.manual_seed(train.seed)  # identical init on every rank
+        self.gen_a, self.gen_b = build_generator(model).to(device), build_generator(model).to(device)
+        self.dis_a, self.dis_b = build_discriminator(model).to(device), build_discriminator(model).to(device)
+        self.channels_last = device.type in ("cpu", "cuda") if channels_last is None else channels_last
+        if self.channels_last:
+            for m in (self.gen_a, self.gen_b, self.dis_a, self.dis_b):
+                m.to(memory_format=torch.channels_last)
+        self.gens = GenPair(self.gen_a, self.gen_b, cycle=train.recon_x_cyc_w > 0)
+        self.dis = DisPair(self.dis_a, self.dis_b)
+        self.gens_fwd: nn.Module = _ddp(self.gens, device) if world > 1 else self.gens
+        self.dis_fwd: nn.Module = _ddp(self.dis, device) if world > 1 else self.dis
+        if compile:
+            self.gens_fwd = torch.compile(self.gens_fwd)
+        self.ema_a = self.ema_b = None
+        if train.ema:
+            self.ema_a, self.ema_b = copy.deepcopy(self.gen_a).eval(), copy.deepcopy(self.gen_b).eval()
+            for p in [*self.ema_a.parameters(), *self.ema_b.parameters()]:
+                p.requires_grad_(False)
+        fused = device.type == "cuda"
+        adam = dict(betas=(train.beta1, train.beta2), weight_decay=train.weight_decay)
+        adam.update(fused=True) if fused else adam.update(foreach=True)
+        self.opt_gen = torch.optim.Adam(self.gens.parameters(), lr=train.lr, **adam)
+        self.opt_dis = torch.optim.Adam(self.dis.parameters(), lr=train.lr_dis, **adam)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=train.precision == "fp16")
+        self.style_rng = torch.Generator().manual_seed(stable_seed(train.seed, "styles", rank))
+        self.vgg = PerceptualLoss(vgg_weights).to(device) if train.vgg_w > 0 else None
+        self.step = 0
+
+    # --- one iteration -------------------------------------------------------------------
+
+    def _styles(self, n: int) -> tuple[Tensor, Tensor]:
+        # drawn on the CPU so runs on any device draw the same codes
+        s = torch.randn(2, n, self.model_cfg.gen.style_dim, 1, 1, generator=self.style_rng)
+        s = s.to(self.device, non_blocking=True)
+        return s[0], s[1]
+
+    def _set_lr(self) -> None:
+        k = self.cfg.lr_gamma ** (self.step // self.cfg.lr_step)  # halved every lr_step steps
+        for g in self.opt_gen.param_groups:
+            g["lr"] = self.cfg.lr * k
+        for g in self.opt_dis.param_groups:
+            g["lr"] = self.cfg.lr_dis * k
+
+    def _prep(self, x: Tensor) -> Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _dis_update(self, x_a: Tensor, x_b: Tensor, x_ba: Tensor, x_ab: Tensor) -> tuple[Tensor, Tensor]:
+        self.dis.requires_grad_(True)
+        with autocast(self.device, self.cfg.precision):
+            loss_a, loss_b = self.dis_fwd(x_a, x_ba.detach(), x_b, x_ab.detach())
+            total = self.cfg.gan_w * (loss_a + loss_b)
+        self.opt_dis.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.opt_dis)
+        return loss_a.detach(), loss_b.detach()
+
+    def _gen_losses(self, x_a: Tensor, x_b: Tensor, s_a: Tensor, s_b: Tensor, out: dict[str, Tensor]) -> dict[str, Tensor]:
+        cfg = self.cfg
+        L = {
+            "loss_gan_a": gen_adv_loss(self.dis.dis_a(out["x_ba"])),
+            "loss_gan_b": gen_adv_loss(self.dis.dis_b(out["x_ab"])),
+            "loss_recon_x_a": recon(out["x_a_recon"], x_a),
+            "loss_recon_x_b": recon(out["x_b_recon"], x_b),
+            "loss_recon_s_a": recon(out["s_a_recon"], s_a),
+            "loss_recon_s_b": recon(out["s_b_recon"], s_b),
+            "loss_recon_c_a": recon(out["c_a_recon"], out["c_a"]),  # target not detached, as the reference
+            "loss_recon_c_b": recon(out["c_b_recon"], out["c_b"]),
+        }
+        w = {"gan": cfg.gan_w, "recon_x": cfg.recon_x_w, "recon_s": cfg.recon_s_w, "recon_c": cfg.recon_c_w}
+        if "x_aba" in out:
+            L["loss_cyc_x_a"] = recon(out["x_aba"], x_a)
+            L["loss_cyc_x_b"] = recon(out["x_bab"], x_b)
+            w["cyc_x"] = cfg.recon_x_cyc_w
+        if self.vgg is not None:
+            L["loss_vgg_a"] = self.vgg(out["x_ba"], x_b)
+            L["loss_vgg_b"] = self.vgg(out["x_ab"], x_a)
+            w["vgg"] = cfg.vgg_w
+        total = sum(w[k[5:-2]] * v.float() for k, v in L.items())
+        L["loss_gen_total"] = total
+        return L
+
+    def train_step(self, x_a: Tensor, x_b: Tensor) -> dict[str, Tensor]:
+        """One D update and one G update. Returns detached loss tensors (no host sync)."""
+        self._set_lr()
+        x_a, x_b = self._prep(x_a), self._prep(x_b)
+        s_a, s_b = self._styles(x_a.shape[0])
+        if self.cfg.shared_fakes:
+            with autocast(self.device, self.cfg.precision):
+                out = self.gens_fwd(x_a, x_b, s_a, s_b)
+            loss_dis_a, loss_dis_b = self._dis_update(x_a, x_b, out["x_ba"], out["x_ab"])
+            self.dis.requires_grad_(False)  # G step: gradients flow through D to G only
+        else:  # the reference: fakes for D, then a second full generator pass for G
+            with torch.no_grad(), autocast(self.device, self.cfg.precision):
+                c_a, _ = self.gen_a.encode(x_a)
+                c_b, _ = self.gen_b.encode(x_b)
+                x_ba, x_ab = self.gen_a.decode(c_b, s_a), self.gen_b.decode(c_a, s_b)
+            loss_dis_a, loss_dis_b = self._dis_update(x_a, x_b, x_ba, x_ab)
+            s_a, s_b = self._styles(x_a.shape[0])
+            with autocast(self.device, self.cfg.precision):
+                out = self.gens_fwd(x_a, x_b, s_a, s_b)
+        with autocast(self.device, self.cfg.precision):
+            L = self._gen_losses(x_a, x_b, s_a, s_b, out)
+        self.opt_gen.zero_grad(set_to_none=True)
+        self.scaler.scale(L["loss_gen_total"]).backward()
+        self.scaler.step(self.opt_gen)
+        self.scaler.update()
+        self.dis.requires_grad_(True)
+        self._update_ema()
+        self.step += 1
+        L = {k: v.detach() for k, v in L.items()}
+        L["loss_dis_a"], L["loss_dis_b"] = loss_dis_a, loss_dis_b
+        return L
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema_a is None:
+            return
+        # warm-up: early on the average follows the weights closely (TF-style num_updates)
+        beta = min(self.cfg.ema_beta, (1 + self.step) / (10 + self.step))
+        ema = [*self.ema_a.parameters(), *self.ema_b.parameters()]
+        cur = [*self.gen_a.parameters(), *self.gen_b.parameters()]
+        torch._foreach_lerp_(ema, cur, 1.0 - beta)
+
+    def inference_generators(self) -> tuple[Generator, Generator]:
+        """EMA generators when kept, else the raw ones (for samples and export)."""
+        return (self.ema_a, self.ema_b) if self.ema_a is not None else (self.gen_a, self.gen_b)
+
+    # --- state <-> checkpoint ------------------------------------------------------------
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, str]]:
+        """Everything needed to resume exactly: tensors and string metadata."""
+        t: dict[str, Tensor] = {}
+        for name in ("gen_a", "gen_b", "dis_a", "dis_b"):
+            t.update(module_tensors(getattr(self, name), name))
+        if self.ema_a is not None:
+            t.update(module_tensors(self.ema_a, "gen_a_ema"))
+            t.update(module_tensors(self.ema_b, "gen_b_ema"))
+        og, og_meta = flatten_optimizer(self.opt_gen, "opt_gen")
+        od, od_meta = flatten_optimizer(self.opt_dis, "opt_dis")
+        t.update(og)
+        t.update(od)
+        t["rng.torch"] = torch.get_rng_state()
+        t["rng.style"] = self.style_rng.get_state()
+        if self.device.type == "cuda":
+            t["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = {
+            "opt_gen": og_meta,
+            "opt_dis": od_meta,
+            "scheduler": json.dumps({"type": "step", "lr_step": self.cfg.lr_step, "gamma": self.cfg.lr_gamma,
+                                     "last_step": self.step}),
+            "grad_scaler": json.dumps(self.scaler.state_dict()),
+            "rng_python": json.dumps(random.getstate()),
+        }
+        return t, meta
+
+    def load_state(self, tensors: dict[str, Tensor], meta: dict[str, str], step: int, path: str) -> None:
+        for name in ("gen_a", "gen_b", "dis_a", "dis_b"):
+            load_module(getattr(self, name), tensors, name, path)
+        if self.ema_a is not None:
+            if any(k.startswith("gen_a_ema.") for k in tensors):
+                load_module(self.ema_a, tensors, "gen_a_ema", path)
+                load_module(self.ema_b, tensors, "gen_b_ema", path)
+            else:  # EMA switched on at resume: start the average from the current weights
+                self.ema_a.load_state_dict(self.gen_a.state_dict())
+                self.ema_b.load_state_dict(self.gen_b.state_dict())
+        restore_optimizer(self.opt_gen, tensors, "opt_gen", meta["opt_gen"])
+        restore_optimizer(self.opt_dis, tensors, "opt_dis", meta["opt_dis"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.style_rng.set_state(tensors["rng.style"])
+        if self.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        if meta.get("grad_scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(json.loads(meta["grad_scaler"]))
+        if "rng_python" in meta:
+            v, st, g = json.loads(meta["rng_python"])
+            random.setstate((v, tuple(st), g))
+        self.step = step

@@ -1,0 +1,310 @@
+"""A training run on disk: run directory, the loop, checkpoints, samples, metrics, stopping.
+
+RUN_DIR/config.json (resolved config, written before step 0), checkpoints/ (step files,
+the last `keep`, plus latest.safetensors), samples/step-XXXXXXXX.jpg, metrics.jsonl.
+Progress is reported through a callback; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from munit_cli.atomic import atomic_write_bytes
+from munit_cli.checkpoint import base_metadata, load_tensors, parse_info, save_tensors
+from munit_cli.config import RunConfig, to_dict
+from munit_cli.data import Domain, make_stream, scan_domain
+from munit_cli.errors import MunitError
+from munit_cli.images import load_rgb, make_grid, resize_shorter, save_image, to_tensor
+from munit_cli.seeds import stable_seed
+from munit_cli.trainer import Trainer
+
+Callback = Callable[[str, dict], None]
+SAMPLE_STYLES = 3  # fixed random styles per display image in sample grids
+
+
+class StopRequested(Exception):
+    """Raised after the checkpoint is written when SIGINT/SIGTERM asked the run to stop."""
+
+    def __init__(self, signum: int, path: Path):
+        super().__init__(f"stopped by signal {signum}")
+        self.signum, self.path = signum, path
+
+
+@dataclass
+class StopFlag:
+    signum: int | None = None
+
+    def request(self, signum: int) -> None:
+        self.signum = signum
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def latest(self) -> Path:
+        return self.checkpoints / "latest.safetensors"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    def step_file(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:08d}.safetensors"
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    p = RunPaths(Path(run_dir)).latest
+    if not p.exists():
+        raise MunitError(f"run directory {str(run_dir)!r} has no checkpoint ({p} missing): start it without --resume")
+    return p
+
+
+@dataclass
+class Options:
+    """How to run (not part of the model/experiment config)."""
+
+    device: torch.device
+    resume: bool = False
+    vgg_weights: str | None = None
+    compile: bool = False
+    tensorboard: bool = False
+    rank: int = 0
+    world: int = 1
+    channels_last: bool | None = None
+    overrides_on_resume: dict = field(default_factory=dict)  # train fields replaced when resuming
+
+
+def _display_tensor(path: Path, size: int) -> torch.Tensor:
+    """Resize the shorter side and centre-crop (deterministic, for samples)."""
+    img = resize_shorter(load_rgb(path), size)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return to_tensor(img.crop((left, top, left + size, top + size)))
+
+
+class TrainingRun:
+    """Owns the loop. `run()` trains to cfg.train.iters, saving as configured."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig, opts: Options, callback: Callback | None = None,
+                 stop: StopFlag | None = None):
+        self.paths = RunPaths(Path(run_dir))
+        self.opts, self.callback, self.stop = opts, callback or (lambda kind, info: None), stop or StopFlag()
+        self.main = opts.rank == 0
+        resume_meta = None
+        if opts.resume:
+            ckpt = latest_checkpoint(self.paths.root)
+            info = parse_info(ckpt)
+            if info.kind != "training":
+                raise MunitError(f"{ckpt} is a {info.kind} checkpoint: --resume needs a training checkpoint")
+            saved = json.loads(self.paths.config.read_text()) if self.paths.config.exists() else {}
+            cfg = RunConfig(info.model, info.train, cfg.data)
+            for k, v in opts.overrides_on_resume.items():
+                setattr(cfg.train, k, v)
+            cfg.train.validate()
+            if saved.get("data"):
+                for k in ("src", "tgt", "root"):
+                    setattr(cfg.data, k, saved["data"].get(k, getattr(cfg.data, k)))
+            resume_meta = (ckpt, info)
+        elif self.paths.root.exists() and any(self.paths.root.iterdir()):
+            raise MunitError(f"run directory {str(self.paths.root)!r} is not empty: pass --resume to continue it, "
+                             "or choose a new --out")
+        self.cfg = cfg
+        root = Path(cfg.data.root) if cfg.data.root else None
+        t = cfg.train
+        self.dom_a: Domain = scan_domain(root, cfg.data.src, t.display_size)
+        self.dom_b: Domain = scan_domain(root, cfg.data.tgt, t.display_size)
+        self.domains = (self.dom_a.name, self.dom_b.name)
+        self.trainer = Trainer(cfg.model, t, opts.device, rank=opts.rank, world=opts.world,
+                               vgg_weights=opts.vgg_weights, channels_last=opts.channels_last, compile=opts.compile)
+        self.positions = {"a": 0, "b": 0}
+        if resume_meta:
+            ckpt, info = resume_meta
+            self.trainer.load_state(load_tensors(ckpt), info.meta, info.step, str(ckpt))
+            self.positions = json.loads(info.meta.get("data_positions", "{}")) or \
+                {"a": info.step * t.batch_size, "b": info.step * t.batch_size}
+        self.skipped = 0
+        self.tb = None
+
+    # --- files ---------------------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        d = {"model": to_dict(self.cfg.model), "train": to_dict(self.cfg.train), "data": to_dict(self.cfg.data)}
+        from munit_cli import __version__
+
+        d["munit_version"] = __version__
+        atomic_write_bytes(self.paths.config, (json.dumps(d, indent=2) + "\n").encode())
+
+    def save_checkpoint(self) -> Path:
+        """Write step-XXXXXXXX.safetensors, point latest at it, drop step files beyond `keep`."""
+        step = self.trainer.step
+        tensors, meta = self.trainer.state()
+        meta["data_positions"] = json.dumps(self.positions)
+        meta["data"] = json.dumps({"a": str(self.dom_a.folder), "b": str(self.dom_b.folder)})
+        meta.update(base_metadata("training", self.cfg.model, self.domains, step, train=self.cfg.train))
+        path = self.paths.step_file(step)
+        save_tensors(path, tensors, meta)
+        tmp = self.paths.checkpoints / f".latest.{os.getpid()}.tmp"
+        try:  # a hard link renamed over latest: atomic, and no second copy of the bytes
+            if tmp.exists():
+                tmp.unlink()
+            os.link(path, tmp)
+            os.replace(tmp, self.paths.latest)
+        except OSError:
+            save_tensors(self.paths.latest, tensors, meta)
+        steps = sorted(self.paths.checkpoints.glob("step-*.safetensors"))
+        for old in steps[: max(0, len(steps) - self.cfg.train.keep)]:
+            old.unlink(missing_ok=True)
+        return path
+
+    @torch.no_grad()
+    def save_samples(self) -> Path:
+        """Grid per display image: input, reconstruction, 3 fixed-style translations, one fresh."""
+        gen_a, gen_b = self.trainer.inference_generators()
+        size, dev = self.cfg.model.image_size, self.opts.device
+        sd = self.cfg.model.gen.style_dim
+        fixed = torch.randn(SAMPLE_STYLES, sd, 1, 1, generator=torch.Generator().manual_seed(stable_seed(self.cfg.train.seed, "display")))
+        fresh_gen = torch.Generator().manual_seed(stable_seed(self.cfg.train.seed, "fresh", self.trainer.step))
+        rows = []
+        for dom, src, tgt in ((self.dom_a, gen_a, gen_b), (self.dom_b, gen_b, gen_a)):
+            for p in dom.display:
+                x = _display_tensor(p, size).unsqueeze(0).to(dev)
+                c, s = src.encode(x)
+                styles = torch.cat([fixed, torch.randn(1, sd, 1, 1, generator=fresh_gen)]).to(dev)
+                y = tgt.decode(c.expand(len(styles), -1, -1, -1), styles)
+                rows.append([x[0].cpu(), src.decode(c, s)[0].cpu(), *y.cpu()])
+        path = self.paths.samples / f"step-{self.trainer.step:08d}.jpg"
+        grid = make_grid(rows)
+        save_image(grid, path, quality=90)
+        if self.tb is not None:
+            self.tb.add_image("samples", to_tensor(grid).add(1).div(2), self.trainer.step)
+        return path
+
+    def _append_metrics(self, row: dict) -> None:
+        with open(self.paths.metrics, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def _trim_metrics(self) -> None:
+        """On resume, drop metric lines logged after the checkpoint we continue from."""
+        if not self.paths.metrics.exists():
+            return
+        keep = []
+        for line in self.paths.metrics.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= self.trainer.step:
+                    keep.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+        atomic_write_bytes(self.paths.metrics, ("\n".join(keep) + "\n" if keep else "").encode())
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def _stop_requested(self) -> bool:
+        flag = self.stop.signum is not None
+        if self.opts.world > 1:  # every rank must agree to stop on the same step
+            t = torch.tensor([float(self.stop.signum or 0)], device=self.opts.device if self.opts.device.type == "cuda" else "cpu")
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            flag = t.item() > 0
+            if flag and self.stop.signum is None:
+                self.stop.signum = int(t.item())
+        return flag
+
+    def run(self) -> Path:
+        """Train to the configured number of iterations. Returns the last checkpoint path."""
+        t, tr = self.cfg.train, self.trainer
+        if self.main:
+            self.paths.checkpoints.mkdir(parents=True, exist_ok=True)
+            self.paths.samples.mkdir(parents=True, exist_ok=True)
+            self._write_config()
+            if self.opts.resume:
+                self._trim_metrics()
+            if self.opts.tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError:
+                    raise MunitError('--tensorboard needs the tensorboard package: pip install "munit-cli[tensorboard]"')
+                self.tb = SummaryWriter(str(self.paths.root / "tb"))
+        pin = self.opts.device.type == "cuda"
+        streams = {
+            d: make_stream(dom.files, self.cfg.model.image_size, t.batch_size, t.seed, d, self.positions[d],
+                           t.workers, pin, self.opts.rank, self.opts.world)
+            for d, dom in (("a", self.dom_a), ("b", self.dom_b))
+        }
+        self.callback("start", {"step": tr.step, "total": t.iters, "domains": self.domains,
+                                "images": (len(self.dom_a.files), len(self.dom_b.files)),
+                                "unreadable": len(self.dom_a.unreadable) + len(self.dom_b.unreadable)})
+        last_ckpt = self.paths.latest if self.opts.resume else None
+        acc: dict[str, torch.Tensor] = {}
+        skipped = torch.zeros((), dtype=torch.long)
+        n_acc, t0, t_log, start_step = 0, time.perf_counter(), time.perf_counter(), tr.step
+        while tr.step < t.iters:
+            (x_a, sk_a), (x_b, sk_b) = next(streams["a"]), next(streams["b"])
+            skipped += sk_a.sum() + sk_b.sum()
+            for d in "ab":
+                self.positions[d] += t.batch_size
+            losses = tr.train_step(x_a, x_b)
+            for k, v in losses.items():
+                acc[k] = acc[k] + v.float() if k in acc else v.float()
+            n_acc += 1
+            step = tr.step
+            stop = self._stop_requested()
+            if step % t.log_every == 0 or step == t.iters or stop or step % t.save_every == 0:
+                now = time.perf_counter()
+                means = {k: (v / n_acc).item() for k, v in acc.items()}  # the only host sync
+                bad = [k for k, v in means.items() if not math.isfinite(v)]
+                if bad:
+                    where = f"; the last good checkpoint is {last_ckpt}" if last_ckpt else "; no checkpoint was written yet"
+                    raise MunitError(f"{bad[0]} became {means[bad[0]]} by step {step}: training stopped{where}. "
+                                     "Try a lower --lr, --precision fp32, or check the data with `munit data check`")
+                new_skips = int(skipped.item())
+                if new_skips:
+                    self.skipped += new_skips
+                    skipped.zero_()
+                    self.callback("warning", {"message": f"skipped {new_skips} unreadable image(s) (total {self.skipped})"})
+                row = {"step": step, **means, "lr": tr.opt_gen.param_groups[0]["lr"],
+                       "images_per_s": 2 * t.batch_size * self.opts.world * n_acc / max(now - t_log, 1e-9),
+                       "elapsed_s": now - t0, "skipped_images": self.skipped}
+                if self.main:
+                    self._append_metrics(row)
+                self.callback("log", row)
+                acc, n_acc, t_log = {}, 0, now
+            if self.main and (step % t.sample_every == 0 or step == t.iters):
+                self.callback("sample", {"path": str(self.save_samples())})
+            if step % t.save_every == 0 or step == t.iters or stop:
+                if self.main:
+                    last_ckpt = self.save_checkpoint()
+                    self.callback("save", {"path": str(last_ckpt), "step": step})
+                if self.opts.world > 1:
+                    torch.distributed.barrier()
+            self.callback("step", {"step": step, "losses": losses})
+            if stop:
+                raise StopRequested(self.stop.signum, last_ckpt or self.paths.latest)
+        if self.tb is not None:
+            self.tb.close()
+        self.callback("done", {"step": tr.step, "steps_run": tr.step - start_step, "path": str(last_ckpt)})
+        return last_ckpt or self.paths.latest
