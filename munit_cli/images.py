@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import glob
 import io
-import warnings
 from pathlib import Path
 
 import torch
@@ -21,6 +20,9 @@ from munit_cli.errors import MunitError
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 DEFAULT_MAX_PIXELS = 50_000_000  # decompression-bomb guard; raise with --max-pixels
 MIN_SIDE = 16  # the style encoder downsamples 16x
+# load_rgb checks --max-pixels from the header, before decoding; Pillow's own fixed guard
+# would otherwise refuse (or warn about) images the user allowed, with an unclear message.
+Image.MAX_IMAGE_PIXELS = None
 
 
 class ImageError(MunitError):
@@ -86,30 +88,36 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_SIDE) -> Image.Image:
-    """Decode an image fully, apply EXIF orientation, convert to RGB.
+def load_rgb(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_SIDE,
+             draft: int | None = None) -> Image.Image:
+    """Decode an image fully, apply EXIF orientation, convert to RGB. `draft` lets JPEGs decode
+    at a reduced scale (still reading every byte) with at least `draft` px a side, for checks.
 
     Raises ImageError with a one-line reason for anything unusable."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                w, h = img.size
-                if max_pixels and w * h > max_pixels:
-                    raise ImageError(
-                        f"image {str(path)!r} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}: "
-                        "pass --max-pixels to raise it if you trust the file")
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                img = _to_rgb(img)
+        with Image.open(path) as img:
+            w, h = img.size
+            if max_pixels and w * h > max_pixels:
+                raise ImageError(
+                    f"image {str(path)!r} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}: "
+                    "pass --max-pixels to raise it if you trust the file")
+            if draft:
+                img.draft(None, (draft, draft))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
     except ImageError:
         raise
     except FileNotFoundError:
         raise ImageError(f"image {str(path)!r} does not exist")
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except IsADirectoryError:
+        raise ImageError(f"{str(path)!r} is a folder, not an image")
+    except PermissionError:
+        raise ImageError(f"cannot read {str(path)!r} (permission denied): check the file's permissions")
+    except UnidentifiedImageError as e:
         raise ImageError(f"cannot read {str(path)!r} as an image ({type(e).__name__}): skip or replace the file")
-    except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError, ZeroDivisionError, MemoryError) as e:
+    except Exception as e:  # decoders raise many types (struct.error, SyntaxError ...) on bad bytes
         raise ImageError(f"cannot decode {str(path)!r} ({e or type(e).__name__}): the file is corrupt or truncated")
     if min(img.size) < min_side:
         raise ImageError(f"image {str(path)!r} is {img.size[0]}x{img.size[1]}, smaller than {min_side} px on a side: use a larger image")
