@@ -27,6 +27,41 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _unwritable(folder: Path, e: OSError, what: str) -> MunitError:
+    """The error for a folder that cannot be created or written, naming a file in the way."""
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    why = ("it is a file, not a folder" if blocker == folder else f"{str(blocker)!r} is a file, not a folder") \
+        if blocker else (e.strerror or str(e))
+    return MunitError(f"cannot write to {what}{str(folder)!r} ({why}): choose a writable output location")
+
+
+def ensure_writable_dir(folder: Path | str, what: str = "") -> None:
+    """Create `folder` if needed and prove a file can be written in it (before long work starts).
+    `what` names the option in the error, e.g. "--outdir "."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise _unwritable(folder, e, what) from e
+
+
+def remove_stale_temps(folder: Path | str, names: set[str] | None = None) -> int:
+    """Delete temporary files that a killed atomic_write left in `folder` (only those for
+    targets in `names`, when given). Returns how many were removed."""
+    removed = 0
+    for tmp in Path(folder).glob(".*.tmp"):
+        target = tmp.name[1:-len(".tmp")].rsplit(".", 1)[0]
+        if (names is None or target in names) and tmp.is_file():
+            try:
+                tmp.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 def atomic_write(path: Path | str, write: Callable[[object], None]) -> None:
     """Call `write(fileobj)` on a temporary file next to `path`, then rename it into place."""
     path = Path(path)
@@ -35,7 +70,7 @@ def atomic_write(path: Path | str, write: Callable[[object], None]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     except OSError as e:
-        raise MunitError(f"cannot write to {str(folder)!r} ({e.strerror or e}): choose a writable output location")
+        raise _unwritable(folder, e, "") from e
     try:
         umask = os.umask(0)
         os.umask(umask)

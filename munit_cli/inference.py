@@ -19,6 +19,7 @@ from PIL import Image
 from torch import Tensor
 
 from munit_cli import __version__
+from munit_cli.atomic import remove_stale_temps
 from munit_cli.checkpoint import FORMAT_VERSION, GeneratorBundle, load_tensors, parse_info, save_tensors
 from munit_cli.errors import MunitError
 from munit_cli.images import (DEFAULT_MAX_PIXELS, ImageError, discover_images, load_rgb, make_grid, resize_shorter,
@@ -351,7 +352,11 @@ def translate_files(tr: Translator, jobs: list[Job], bank: StyleBank, outdir: Pa
     summary = Summary(inputs=len(jobs))
     n = len(bank)
     work: list[tuple[int, Job, list[int], bool]] = []  # (input index, job, style indices to write, grid?)
+    planned: dict[Path, set[str]] = {}  # folder -> output names, to sweep temp files of a killed run
     for i, job in enumerate(jobs):
+        for k in [*range(n), *([None] if grid else [])]:
+            p = output_path(outdir, job.stem, k, ext)
+            planned.setdefault(p.parent, set()).add(p.name)
         todo = [k for k in range(n) if overwrite or not output_path(outdir, job.stem, k, ext).exists()]
         need_grid = grid and (overwrite or not output_path(outdir, job.stem, None, ext).exists())
         summary.skipped += n - len(todo) + (grid and not need_grid)
@@ -359,6 +364,9 @@ def translate_files(tr: Translator, jobs: list[Job], bank: StyleBank, outdir: Pa
             work.append((i, job, todo, need_grid))
         else:
             report(Event("done", job.path))
+    for folder, names in planned.items():
+        if folder.is_dir():
+            remove_stale_temps(folder, names)
     pending: collections.deque[tuple[Future | None, Event]] = collections.deque()
 
     def drain(block: bool) -> None:

@@ -35,7 +35,8 @@ def warn(message: str) -> None:
 
 
 def friendly(fn: Callable) -> Callable:
-    """Turn MunitError into `error: ...` + exit code, Ctrl-C into exit 130; --debug re-raises."""
+    """Turn MunitError into `error: ...` + exit code, Ctrl-C into exit 130, an OSError from the
+    machine into one line and exit 1; --debug re-raises."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -51,6 +52,12 @@ def friendly(fn: Callable) -> Callable:
                 raise
             error_line("interrupted")
             raise typer.Exit(130)
+        except OSError as e:  # the machine, not the code: a full disk, a vanished file, permissions
+            if state.debug:
+                raise
+            where = f" ({e.filename})" if e.filename else ""
+            error_line(f"{e.strerror or e}{where}: check the path, its permissions and the free disk space")
+            raise typer.Exit(1)
 
     return wrapper
 

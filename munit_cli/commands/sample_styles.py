@@ -44,7 +44,7 @@ def sample_styles(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (fp16: GPUs only)."),
     no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw weights even if the checkpoint has EMA weights."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse larger images (decompression-bomb guard)."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Refuse larger images (decompression-bomb guard; 0: no limit)."),
 ) -> None:
     """Sample style codes into a reusable styles file, and preview them.
 

@@ -12,6 +12,7 @@ import typer
 from rich.progress import ProgressColumn, TextColumn
 from rich.text import Text
 
+from munit_cli.atomic import ensure_writable_dir
 from munit_cli.checkpoint import GeneratorBundle, load_generators
 from munit_cli.errors import MunitError
 from munit_cli.images import DEFAULT_MAX_PIXELS, discover_images
@@ -106,7 +107,7 @@ def translate(
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (fp16: GPUs only)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Background threads decoding inputs and writing outputs (default: min(4, CPUs))."),
     no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw weights even if the checkpoint has EMA weights."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse larger images (decompression-bomb guard)."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Refuse larger images (decompression-bomb guard; 0: no limit)."),
 ) -> None:
     """Translate images to the other domain with N styles each.
 
@@ -139,6 +140,7 @@ def translate(
     bank = make_bank(tr, bundle, style, num_styles, seed, per_image, truncation, style_from or [], mean_style,
                      style_file, proc_size, max_pixels)
 
+    ensure_writable_dir(outdir, "--outdir ")
     stdout = sys.stdout  # captured before the live bar, which may redirect sys.stdout to its console
     written = 0
 
@@ -157,7 +159,7 @@ def translate(
                     stdout.write(f"{e.output}\n")
                 stdout.flush()
             else:
-                if e.kind == "failed":
+                if e.kind == "failed" and len(jobs) > 1:  # a single input's reason is the error line
                     warn(e.message)
                 bar.advance(task)
 
@@ -167,6 +169,8 @@ def translate(
     if summary.skipped:
         err_console.print(f"skipped {summary.skipped} existing output(s) in {str(outdir)!r} (pass --overwrite to replace them)",
                           highlight=False)
+    if summary.failed and summary.inputs == 1:
+        raise MunitError(summary.failed[0][1])
     if summary.failed:
         raise MunitError(f"{len(summary.failed)} of {summary.inputs} input(s) failed and were skipped "
                          f"(see the warnings above); {summary.written} file(s) written")
