@@ -8,7 +8,7 @@ with or without DataLoader workers, and each DDP rank reads its own shard.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -53,24 +53,23 @@ def display_folder(root: Path | None, name: str, train_dir: Path) -> Path | None
     return None
 
 
-def _openable(path: Path) -> bool:
-    """Cheap header check (no decode): rejects non-images named like images."""
+def _header_pixels(path: Path) -> int | None:
+    """Cheap header check (no decode): the pixel count, or None for non-images named like images."""
     try:
         with Image.open(path) as im:
-            im.size
-        return True
+            return im.size[0] * im.size[1]
     except Exception:
-        return False
+        return None
 
 
-def _decodable(paths: list[Path], n: int) -> list[Path]:
+def _decodable(paths: list[Path], n: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Path]:
     """The first n paths that fully decode (display images must never fail mid-run)."""
     out = []
     for p in paths:
         if len(out) == n:
             break
         try:
-            load_rgb(p)
+            load_rgb(p, max_pixels=max_pixels)
             out.append(p)
         except ImageError:
             continue
@@ -86,24 +85,29 @@ class Domain:
     files: list[Path]
     display: list[Path]
     unreadable: list[Path]
+    too_large: list[Path] = field(default_factory=list)  # over --max-pixels, skipped
 
 
-def scan_domain(root: Path | None, name: str, display_size: int) -> Domain:
+def scan_domain(root: Path | None, name: str, display_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Domain:
     folder = resolve_domain(root, name)
     found = find_images(folder)
-    files = [p for p in found if _openable(p)]
-    bad = [p for p in found if p not in set(files)]
+    pixels = {p: _header_pixels(p) for p in found}
+    bad = [p for p in found if pixels[p] is None]
+    large = [p for p in found if pixels[p] is not None and max_pixels and pixels[p] > max_pixels]
+    files = [p for p in found if pixels[p] is not None and not (max_pixels and pixels[p] > max_pixels)]
     if not files:
+        hint = (f", {len(large)} over the limit of {max_pixels:,} pixels (pass --max-pixels to raise it)"
+                if large else "")
         raise MunitError(f"domain {name!r} ({folder}) has no readable images "
-                         f"({len(found)} files found, {len(bad)} unreadable): add jpg/png/webp/bmp photos")
+                         f"({len(found)} files found, {len(bad)} unreadable{hint}): add jpg/png/webp/bmp photos")
     dfolder = display_folder(root, name, folder)
-    display = _decodable(find_images(dfolder), display_size) if dfolder else []
+    display = _decodable(find_images(dfolder), display_size, max_pixels) if dfolder else []
     if not display:
-        display = _decodable(files, display_size)
+        display = _decodable(files, display_size, max_pixels)
         if len(files) > 2 * display_size:  # hold them aside so samples show unseen images
             held = set(display)
             files = [p for p in files if p not in held]
-    return Domain(Path(name).name, folder, files, display, bad)
+    return Domain(Path(name).name, folder, files, display, bad, large)
 
 
 def load_training_image(path: Path, size: int, gen: torch.Generator, resize: int | None = None,
@@ -124,9 +128,10 @@ class TrainImages(Dataset):
     """Indexed by (file index, augmentation seed); an unreadable file is replaced by the next
     readable one and counted, never raised."""
 
-    def __init__(self, files: list[Path], size: int):
+    def __init__(self, files: list[Path], size: int, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.files = files
         self.size = size
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.files)
@@ -137,7 +142,7 @@ class TrainImages(Dataset):
         for skipped in range(len(self.files)):
             path = self.files[(idx + skipped) % len(self.files)]
             try:
-                return load_training_image(path, self.size, gen), skipped
+                return load_training_image(path, self.size, gen, max_pixels=self.max_pixels), skipped
             except ImageError:
                 continue
         raise MunitError("no image of this domain could be decoded: check the data with `munit data check`")
@@ -168,11 +173,12 @@ class StreamSampler(Sampler):
 
 
 def make_stream(files: list[Path], size: int, batch_size: int, seed: int, domain: str, start: int,
-                workers: int, pin_memory: bool, rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
+                workers: int, pin_memory: bool, rank: int = 0, world: int = 1,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[tuple[Tensor, Tensor]]:
     """An endless iterator of (images (B, 3, size, size), skipped-file counts (B,))."""
     sampler = StreamSampler(len(files), seed, domain, start, rank, world)
     loader = DataLoader(
-        TrainImages(files, size), batch_size=batch_size, sampler=sampler, num_workers=workers,
+        TrainImages(files, size, max_pixels), batch_size=batch_size, sampler=sampler, num_workers=workers,
         pin_memory=pin_memory, drop_last=True, persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
     )

@@ -17,12 +17,12 @@ from typing import Callable
 
 import torch
 
-from munit_cli.atomic import atomic_write_bytes
+from munit_cli.atomic import atomic_write_bytes, remove_stale_temps
 from munit_cli.checkpoint import base_metadata, load_tensors, parse_info, save_tensors
 from munit_cli.config import RunConfig, to_dict
 from munit_cli.data import Domain, make_stream, scan_domain
 from munit_cli.errors import MunitError
-from munit_cli.images import load_rgb, make_grid, resize_shorter, save_image, to_tensor
+from munit_cli.images import DEFAULT_MAX_PIXELS, load_rgb, make_grid, resize_shorter, save_image, to_tensor
 from munit_cli.seeds import stable_seed
 from munit_cli.trainer import Trainer
 
@@ -77,7 +77,8 @@ class RunPaths:
 def latest_checkpoint(run_dir: Path) -> Path:
     p = RunPaths(Path(run_dir)).latest
     if not p.exists():
-        raise MunitError(f"run directory {str(run_dir)!r} has no checkpoint ({p} missing): start it without --resume")
+        raise MunitError(f"run directory {str(run_dir)!r} has no checkpoint ({p} missing; a run stopped before its "
+                         "first checkpoint has nothing to resume): start a new run with another --out, without --resume")
     return p
 
 
@@ -94,11 +95,12 @@ class Options:
     world: int = 1
     channels_last: bool | None = None
     overrides_on_resume: dict = field(default_factory=dict)  # train fields replaced when resuming
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are skipped (decompression-bomb guard)
 
 
-def _display_tensor(path: Path, size: int) -> torch.Tensor:
+def _display_tensor(path: Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Resize the shorter side and centre-crop (deterministic, for samples)."""
-    img = resize_shorter(load_rgb(path), size)
+    img = resize_shorter(load_rgb(path, max_pixels=max_pixels), size)
     w, h = img.size
     left, top = (w - size) // 2, (h - size) // 2
     return to_tensor(img.crop((left, top, left + size, top + size)))
@@ -133,8 +135,8 @@ class TrainingRun:
         self.cfg = cfg
         root = Path(cfg.data.root) if cfg.data.root else None
         t = cfg.train
-        self.dom_a: Domain = scan_domain(root, cfg.data.src, t.display_size)
-        self.dom_b: Domain = scan_domain(root, cfg.data.tgt, t.display_size)
+        self.dom_a: Domain = scan_domain(root, cfg.data.src, t.display_size, opts.max_pixels)
+        self.dom_b: Domain = scan_domain(root, cfg.data.tgt, t.display_size, opts.max_pixels)
         self.domains = (self.dom_a.name, self.dom_b.name)
         self.trainer = Trainer(cfg.model, t, opts.device, rank=opts.rank, world=opts.world,
                                vgg_weights=opts.vgg_weights, channels_last=opts.channels_last, compile=opts.compile)
@@ -189,7 +191,7 @@ class TrainingRun:
         rows = []
         for dom, src, tgt in ((self.dom_a, gen_a, gen_b), (self.dom_b, gen_b, gen_a)):
             for p in dom.display:
-                x = _display_tensor(p, size).unsqueeze(0).to(dev)
+                x = _display_tensor(p, size, self.opts.max_pixels).unsqueeze(0).to(dev)
                 c, s = src.encode(x)
                 styles = torch.cat([fixed, torch.randn(1, sd, 1, 1, generator=fresh_gen)]).to(dev)
                 y = tgt.decode(c.expand(len(styles), -1, -1, -1), styles)
@@ -242,6 +244,9 @@ class TrainingRun:
             self.paths.samples.mkdir(parents=True, exist_ok=True)
             self._write_config()
             if self.opts.resume:
+                for folder in (self.paths.checkpoints, self.paths.samples):  # left by a killed write
+                    remove_stale_temps(folder)
+                remove_stale_temps(self.paths.root, {self.paths.config.name, self.paths.metrics.name})
                 self._trim_metrics()
             if self.opts.tensorboard:
                 try:
@@ -252,12 +257,13 @@ class TrainingRun:
         pin = self.opts.device.type == "cuda"
         streams = {
             d: make_stream(dom.files, self.cfg.model.image_size, t.batch_size, t.seed, d, self.positions[d],
-                           t.workers, pin, self.opts.rank, self.opts.world)
+                           t.workers, pin, self.opts.rank, self.opts.world, self.opts.max_pixels)
             for d, dom in (("a", self.dom_a), ("b", self.dom_b))
         }
         self.callback("start", {"step": tr.step, "total": t.iters, "domains": self.domains,
                                 "images": (len(self.dom_a.files), len(self.dom_b.files)),
-                                "unreadable": len(self.dom_a.unreadable) + len(self.dom_b.unreadable)})
+                                "unreadable": len(self.dom_a.unreadable) + len(self.dom_b.unreadable),
+                                "too_large": len(self.dom_a.too_large) + len(self.dom_b.too_large)})
         last_ckpt = self.paths.latest if self.opts.resume else None
         acc: dict[str, torch.Tensor] = {}
         skipped = torch.zeros((), dtype=torch.long)

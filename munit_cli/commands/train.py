@@ -13,9 +13,11 @@ import torch
 import typer
 from rich.progress import TextColumn
 
+from munit_cli.atomic import ensure_writable_dir
 from munit_cli.config import PRESETS, RunConfig, load_run_config_file, model_preset, to_dict, train_preset
 from munit_cli.data import scan_domain
 from munit_cli.errors import MunitError
+from munit_cli.images import DEFAULT_MAX_PIXELS
 from munit_cli.runtime import DEVICE_HELP, check_precision, resolve_device
 from munit_cli.training_run import Options, StopFlag, StopRequested, TrainingRun
 from munit_cli.ui import err_console, friendly, print_json, progress, warn
@@ -88,6 +90,7 @@ def train(
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard events to RUN_DIR/tb."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and the data found, then exit."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar; log lines only."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Skip larger images (decompression-bomb guard; 0: no limit)."),
 ) -> None:
     """Train MUNIT on two folders of unpaired images.
 
@@ -116,11 +119,12 @@ def train(
 
     if dry_run:
         root = Path(cfg.data.root) if cfg.data.root else None
-        doms = [scan_domain(root, n, cfg.train.display_size) for n in (cfg.data.src, cfg.data.tgt)]
+        doms = [scan_domain(root, n, cfg.train.display_size, max_pixels) for n in (cfg.data.src, cfg.data.tgt)]
         print_json({"run_dir": str(run_dir), "device": str(dev), "config": {"model": to_dict(cfg.model),
                     "train": to_dict(cfg.train), "data": to_dict(cfg.data)},
                     "domains": [{"name": d.name, "folder": str(d.folder), "images": len(d.files),
-                                 "unreadable": [str(p) for p in d.unreadable], "display": [str(p) for p in d.display]}
+                                 "unreadable": [str(p) for p in d.unreadable], "too_large": [str(p) for p in d.too_large],
+                                 "display": [str(p) for p in d.display]}
                                 for d in doms]})
         return
 
@@ -136,7 +140,9 @@ def train(
             warn(f"--resume keeps the run's own settings; ignoring {', '.join('--' + k.replace('_', '-') for k in ignored)}")
     stop = StopFlag()
     opts = Options(dev, resume=resume, vgg_weights=str(vgg_weights) if vgg_weights else None, compile=compile,
-                   tensorboard=tensorboard, rank=rank, world=world, overrides_on_resume=overrides)
+                   tensorboard=tensorboard, rank=rank, world=world, overrides_on_resume=overrides, max_pixels=max_pixels)
+    if main:
+        ensure_writable_dir(run_dir, "--out ")
 
     def on_signal(signum, frame):
         if stop.signum is not None:  # second Ctrl-C: stop now
@@ -159,6 +165,9 @@ def train(
                               f"{cfg.train.precision}, into {run_dir}")
             if info["unreadable"]:
                 warn(f"{info['unreadable']} file(s) could not be opened and are skipped (see --dry-run)")
+            if info["too_large"]:
+                warn(f"{info['too_large']} image(s) over the limit of {max_pixels:,} pixels are skipped: "
+                     "pass --max-pixels to raise it if you trust the files")
             task = bar.add_task("train", total=info["total"], completed=info["step"], info="")
         elif kind == "step":
             bar.update(task, completed=info["step"])
