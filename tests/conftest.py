@@ -39,6 +39,16 @@ def make_domain(folder: Path, n: int, seed: int, size=(48, 40), ext: str = "png"
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for tiny models: on a busy 2-core machine two threads stall each other
+    (training steps 20x slower). Subprocesses get OMP_NUM_THREADS=1 for the same reason."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def tiny_cfg():
     return model_preset("tiny")
 

@@ -20,6 +20,7 @@ from munit_cli.cli import app
 from munit_cli.errors import MunitError
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fails(args: list, code: int = 1, *needles: str):
