@@ -142,13 +142,15 @@ def parse_info(path: Path | str) -> CheckpointInfo:
     try:
         version = int(meta["format_version"])
     except ValueError:
-        raise MunitError(f"{str(path)!r} has a bad format_version {meta['format_version']!r}")
+        raise MunitError(f"{str(path)!r} has a bad format_version {meta['format_version']!r}: "
+                         "it is not a valid munit checkpoint; re-create or re-download it")
     if version > FORMAT_VERSION:
         raise MunitError(f"{str(path)!r} uses checkpoint format {version}, newer than this munit understands "
                          f"({FORMAT_VERSION}): upgrade munit")
     kind = meta["kind"]
     if kind not in KINDS:
-        raise MunitError(f"{str(path)!r} has unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
+        raise MunitError(f"{str(path)!r} has unknown kind {kind!r} (expected one of {', '.join(KINDS)}): "
+                         "it was written by another tool or a newer munit; upgrade munit or re-create it")
     try:
         model = model_from_json(meta["model_config"]) if "model_config" in meta else None
         train = train_from_json(meta["train_config"]) if "train_config" in meta else None

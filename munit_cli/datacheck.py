@@ -192,13 +192,10 @@ def check_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageCheck:
     return c
 
 
-def list_domain(d: DomainReport) -> list[Path]:
-    """Split the domain folder's files into images (returned) and d.non_images."""
-    if d.folder is None or d.problem:
-        return []
-    files = sorted(p for p in d.folder.rglob("*") if p.is_file())
-    d.non_images = [p for p in files if not is_image_path(p)]
-    return [p for p in files if is_image_path(p)]
+def split_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(images, other files) below `folder`, recursive, by extension as training sees them."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return [p for p in files if is_image_path(p)], [p for p in files if not is_image_path(p)]
 
 
 def domains_from_args(inputs: list[str], src: str | None, tgt: str | None) -> list[DomainReport]:
@@ -246,7 +243,11 @@ def check_domains(domains: list[DomainReport], image_size: int = DEFAULT_IMAGE_S
                   workers: int | None = None, on_start: Callable[[int], None] | None = None,
                   on_file: Callable[[ImageCheck], None] | None = None) -> Report:
     """Scan every domain. `on_start(total images)` then `on_file(check)` per image report progress."""
-    files = [(d, p) for d in domains for p in list_domain(d)]
+    files: list[tuple[DomainReport, Path]] = []
+    for d in domains:
+        if d.folder is not None and not d.problem:
+            images, d.non_images = split_files(d.folder)
+            files += [(d, p) for p in images]
     if on_start:
         on_start(len(files))
     with ThreadPoolExecutor(max(1, workers or default_workers()), thread_name_prefix="munit-check") as pool:

@@ -172,6 +172,14 @@ def test_newer_format_version(tmp_path, tiny_cfg, dog):
     fails(["translate", dog, "-m", p, "--device", "cpu"], 1, "future.safetensors", "format 99", "upgrade munit")
 
 
+@pytest.mark.parametrize("field, value, needle", [("format_version", "abc", "bad format_version 'abc'"),
+                                                  ("kind", "optimizer", "unknown kind 'optimizer'")])
+def test_bad_metadata_field(tmp_path, tiny_cfg, field, value, needle):
+    p = tmp_path / "odd.safetensors"
+    save_tensors(p, {"w": torch.ones(2)}, {**base_metadata("generator", tiny_cfg, ("a", "b"), 0), field: value})
+    fails(["info", p], 1, "odd.safetensors", needle, "re-create")
+
+
 def test_foreign_safetensors(tmp_path):
     p = tmp_path / "foreign.safetensors"
     save_tensors(p, {"w": torch.ones(2)}, {})

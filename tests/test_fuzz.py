@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import make_domain, make_image
+from conftest import make_image
 from munit_cli.cli import app
 from munit_cli.data import TrainImages, load_training_image, scan_domain
 from munit_cli.datacheck import check_image
