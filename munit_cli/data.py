@@ -25,6 +25,8 @@ from munit_cli.seeds import stable_seed
 def resolve_domain(root: Path | None, name: str) -> Path:
     """`--src dog` -> the first existing of ROOT/dog, ROOT/train/dog; an existing folder
     path works as is. The error lists every place tried."""
+    if not name:  # Path("") would silently mean the current folder
+        raise MunitError("no domain given: pass --src and --tgt (folders, or names under --data)", exit_code=2)
     tried: list[Path] = []
     direct = Path(name)
     if root is None or direct.is_absolute() or direct.is_dir():

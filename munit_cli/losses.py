@@ -69,7 +69,8 @@ def load_vgg_state(path: Path | str) -> dict[str, Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise MunitError(f"cannot read VGG16 weights {str(path)!r} ({e}): pass a vgg16 state dict file")
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]  # torch's run to paragraphs
+        raise MunitError(f"cannot read VGG16 weights {str(path)!r} ({reason}): pass a vgg16 state dict file")
     state = {k[len("features."):] if k.startswith("features.") else k: v for k, v in state.items()
              if not k.startswith("classifier.")}
     return state

@@ -120,14 +120,24 @@ class TrainingRun:
             info = parse_info(ckpt)
             if info.kind != "training":
                 raise MunitError(f"{ckpt} is a {info.kind} checkpoint: --resume needs a training checkpoint")
-            saved = json.loads(self.paths.config.read_text()) if self.paths.config.exists() else {}
+            try:
+                saved = json.loads(self.paths.config.read_text()).get("data") or {} if self.paths.config.exists() else {}
+            except (ValueError, OSError, AttributeError) as e:
+                raise MunitError(f"cannot read the run's {str(self.paths.config)!r} ({e}): restore it, or delete it "
+                                 "and pass --data/--src/--tgt again with --resume")
             cfg = RunConfig(info.model, info.train, cfg.data)
             for k, v in opts.overrides_on_resume.items():
                 setattr(cfg.train, k, v)
             cfg.train.validate()
-            if saved.get("data"):
-                for k in ("src", "tgt", "root"):
-                    setattr(cfg.data, k, saved["data"].get(k, getattr(cfg.data, k)))
+            for k in ("src", "tgt", "root"):
+                if saved.get(k):
+                    setattr(cfg.data, k, saved[k])
+            if not (cfg.data.src and cfg.data.tgt):  # no config.json: the folders the checkpoint was trained on
+                folders = json.loads(info.meta.get("data", "{}"))
+                cfg.data.src, cfg.data.tgt, cfg.data.root = folders.get("a", ""), folders.get("b", ""), ""
+            if not (cfg.data.src and cfg.data.tgt):
+                raise MunitError(f"run {str(self.paths.root)!r} does not say where its data is: "
+                                 "pass --data/--src/--tgt with --resume", exit_code=2)
             resume_meta = (ckpt, info)
         elif self.paths.root.exists() and any(self.paths.root.iterdir()):
             raise MunitError(f"run directory {str(self.paths.root)!r} is not empty: pass --resume to continue it, "

@@ -355,3 +355,14 @@ def test_os_error_is_one_line(tmp_path, tiny_gen_ckpt, dog, monkeypatch):
 def test_debug_shows_the_traceback(tmp_path, tiny_gen_ckpt):
     r = runner.invoke(app, ["--debug", "translate", str(tmp_path / "nope.png"), "-m", str(tiny_gen_ckpt)])
     assert r.exit_code == 1 and isinstance(r.exception, MunitError)
+
+
+def test_resume_with_corrupt_run_config(tmp_path):
+    make_domain(tmp_path / "data" / "dog", 2, seed=1)
+    make_domain(tmp_path / "data" / "cat", 2, seed=2)
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--data", str(tmp_path / "data"), "--src", "dog", "--tgt", "cat", "--preset", "tiny",
+                            "--iters", "1", "--out", str(run), "--device", "cpu", "--quiet"])
+    assert r.exit_code == 0, r.output
+    (run / "config.json").write_text("{broken")
+    fails(["train", "--out", run, "--resume", "--iters", "2", "--device", "cpu"], 1, "config.json", "restore it")

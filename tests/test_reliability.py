@@ -85,6 +85,17 @@ def test_sigkill_mid_training_then_resume(pets, tmp_path):
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))
 
 
+def test_resume_without_run_config_uses_the_checkpoint_folders(pets, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    assert runner.invoke(app, _train_args(pets, run_dir, "--iters", "2", "--save-every", "2")).exit_code == 0
+    (run_dir / "config.json").unlink()
+    monkeypatch.chdir(tmp_path)  # never the current folder as a domain
+    r = runner.invoke(app, ["train", "--out", str(run_dir), "--resume", "--iters", "3", "--device", "cpu", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "training dog (4 images) <-> cat (4 images)" in r.stderr  # 2 of 6 held aside for samples
+    assert parse_info(run_dir / "checkpoints" / "latest.safetensors").step == 3
+
+
 def test_failed_checkpoint_write_keeps_previous_latest(pets, tmp_path, monkeypatch):
     """A checkpoint write that dies half-way (disk full at fsync) never replaces latest."""
     real_save = training_run.save_tensors
