@@ -38,6 +38,8 @@ class ImageCheck:
 
 @dataclass
 class DomainReport:
+    """One domain folder and the checks of its image files."""
+
     name: str
     folder: Path | None
     problem: str | None = None  # set when the folder cannot be used at all
@@ -69,6 +71,8 @@ class DomainReport:
 
 @dataclass
 class Report:
+    """All domains, plus what only shows across them (duplicates, imbalance)."""
+
     domains: list[DomainReport]
     image_size: int
     max_pixels: int
