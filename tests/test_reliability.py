@@ -52,22 +52,24 @@ def _metric_steps(run_dir: Path) -> list[int]:
 
 def test_sigkill_mid_training_then_resume(pets, tmp_path):
     run_dir = tmp_path / "run"
-    p = subprocess.Popen([sys.executable, "-m", "munit_cli", *_train_args(pets, run_dir, "--iters", "100000",
-                                                                           "--save-every", "3", "--log-every", "1")],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})  # see conftest.one_thread
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and _latest_step(run_dir) < 6 and p.poll() is None:
-            time.sleep(0.05)
-        time.sleep(0.07)  # land anywhere: mid-step, mid-save or mid-log
-        p.send_signal(signal.SIGKILL)
-        p.wait(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
-        p.stderr.close()
-    assert p.returncode == -signal.SIGKILL
+    log = tmp_path / "stderr.txt"  # a file, not a pipe: --quiet logs every step to stderr
+    with open(log, "w") as err:
+        p = subprocess.Popen([sys.executable, "-m", "munit_cli", *_train_args(pets, run_dir, "--iters", "100000",
+                                                                               "--save-every", "3", "--log-every", "1")],
+                             stdout=subprocess.DEVNULL, stderr=err,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})  # see conftest.one_thread
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline and _latest_step(run_dir) < 6 and p.poll() is None:
+                time.sleep(0.05)
+            time.sleep(0.07)  # land anywhere: mid-step, mid-save or mid-log
+            p.send_signal(signal.SIGKILL)
+            p.wait(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert p.returncode == -signal.SIGKILL, log.read_text()[-2000:]
     saved = _latest_step(run_dir)
     assert saved >= 6 and saved % 3 == 0
     assert load_generators(run_dir / "checkpoints" / "latest.safetensors") is not None  # the kill never hurt it
