@@ -6,6 +6,9 @@ called twice in one graph, under DDP or under torch.compile.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,13 +27,105 @@ def make_activation(name: str) -> nn.Module:
     }[name]()
 
 
+def _no_autocast(device: torch.device):
+    return torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda") else contextlib.nullcontext()
+
+
+def pad(x: Tensor, pads: tuple[int, ...], mode: str) -> Tensor:
+    """F.pad in x's own dtype: CPU autocast runs reflection / replication pads in fp32, which
+    costs an fp32 copy of every bf16 activation and a cast back at the next conv."""
+    with _no_autocast(x.device):
+        return F.pad(x, pads, mode=mode)
+
+
+def conv2d(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """`conv(x)`, with a non-zero padding mode applied by `pad`."""
+    if conv.padding_mode == "zeros":
+        return conv(x)
+    ph, pw = conv.padding
+    return F.conv2d(pad(x, (pw, pw, ph, ph), conv.padding_mode), conv.weight, conv.bias, conv.stride, 0,
+                    conv.dilation, conv.groups)
+
+
+def instance_norm(x: Tensor) -> Tensor:
+    """Normalise per (sample, channel) over H, W: biased variance, eps inside the sqrt, no affine."""
+    if x.is_contiguous() and not torch.onnx.is_in_onnx_export():
+        # group_norm with one group per channel is exactly this; for bf16 it accumulates in
+        # fp32 and rounds once, and on CPU it runs 1.2-2.5x faster than instance_norm, which
+        # copies to (1, B*C, H, W) and, for bf16 accuracy, needs an fp32 copy of x
+        return F.group_norm(x, x.shape[1], eps=EPS)
+    # channels_last: group_norm's CPU kernel for it uses E[x^2] - E[x]^2, which cancels badly
+    # when |mean| >> std; statistics in fp32 as bf16 loses too many digits. ONNX: a plain
+    # InstanceNormalization node (group_norm would bake in the channel count as a graph input)
+    return F.instance_norm(x.float(), eps=EPS).to(x.dtype)
+
+
+class InstanceNorm(nn.Module):
+    """`instance_norm` as a module (no parameters, no running statistics)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return instance_norm(x)
+
+
 def adain(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """Adaptive instance norm: normalise per (sample, channel) over H, W with biased
     variance and eps inside the sqrt, then scale by `std` and shift by `mean` (both (B, C)).
     """
-    # Statistics in fp32: bf16 means over thousands of pixels lose too many digits.
-    y = F.instance_norm(x.float(), eps=EPS).to(x.dtype)
-    return y * std[:, :, None, None].to(x.dtype) + mean[:, :, None, None].to(x.dtype)
+    return torch.addcmul(mean[:, :, None, None].to(x.dtype), instance_norm(x), std[:, :, None, None].to(x.dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _phase_taps(k: int) -> Tensor:
+    """(2, T, k) 0/1 matrix: tap j of a k-wide kernel on the x2 nearest-upsampled grid reads
+    low-resolution offset t - (T - 1) / 2 for output phase r (even / odd output position)."""
+    p = (k - 1) // 2
+    q = (p + 1) // 2  # reach of a phase on the low-res grid: T = 2q + 1 taps
+    m = torch.zeros(2, 2 * q + 1, k)
+    for r in range(2):
+        for j in range(k):
+            m[r, (r - p + j) // 2 + q, j] = 1
+    return m
+
+
+def upsample_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """`conv(nearest_x2(x))` without the upsampled copy: (B, Cin, H, W) -> (B, Cout, 2H, 2W).
+
+    Nearest upsampling repeats every pixel 4 times, so each of the 4 output phases (even /
+    odd row x column) is a small conv on the low-resolution grid whose taps are sums of the
+    k x k kernel's taps (3 x 3 for k = 5: 36 instead of 100 multiply-adds per output pixel,
+    the decoder's two 5x5 convs being over half its FLOPs). The phases run as one conv with
+    4 * Cout channels, interleaved by pixel_shuffle. Replicate- and zero-padding of the
+    upsampled image equal the same padding of x; reflection does not for the outer
+    p - 1 rows and columns (p = (k - 1) / 2), which are recomputed directly from thin strips.
+    Same values and gradients as the direct form up to float rounding (tests/test_performance.py).
+    """
+    k, mode = conv.kernel_size[0], conv.padding_mode
+    p = (k - 1) // 2
+    h, w = x.shape[-2:]
+    plain = (conv.kernel_size != (k, k) or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1
+             or conv.padding != (p, p) or k % 2 == 0 or min(h, w) < p or torch.onnx.is_in_onnx_export())
+    if plain:  # the direct form: unusual convs, tiny inputs, and ONNX graphs (which must not bake in sizes)
+        return conv2d(conv, F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    with _no_autocast(x.device):  # tap sums in >= fp32; autocast casts the result
+        dtype = torch.promote_types(conv.weight.dtype, torch.float32)
+        m = _phase_taps(k).to(conv.weight.device, dtype)
+        weight = torch.einsum("ayj,bxi,ocji->oabcyx", m, m, conv.weight.to(dtype))  # (Cout, 2, 2, Cin, T, T)
+        weight = weight.reshape(-1, *weight.shape[3:]).to(conv.weight.dtype)  # (4 Cout, Cin, T, T)
+    bias = conv.bias.repeat_interleave(4)
+    q = (m.shape[1] - 1) // 2
+    if mode == "zeros":
+        y = F.conv2d(x, weight, bias, padding=q)
+    else:  # replicate for both reflect and replicate (reflect's outer rows fixed below)
+        y = F.conv2d(pad(x, (q, q, q, q), "replicate"), weight, bias)
+    y = F.pixel_shuffle(y, 2)  # (B, Cout, 2H, 2W)
+    if mode == "reflect" and p > 1:
+        n = p - 1  # rows / columns on each side whose window reaches 2 or more pixels into the padding
+        up = lambda t: F.interpolate(t, scale_factor=2.0, mode="nearest")  # noqa: E731
+        y[:, :, :n] = F.conv2d(pad(up(x[:, :, :p]), (p, p, p, 0), "reflect")[:, :, :n + 2 * p], conv.weight, conv.bias)
+        y[:, :, -n:] = F.conv2d(pad(up(x[:, :, -p:]), (p, p, 0, p), "reflect")[:, :, -(n + 2 * p):], conv.weight, conv.bias)
+        y[..., :n] = F.conv2d(pad(up(x[..., :p]), (p, 0, p, p), "reflect")[..., :n + 2 * p], conv.weight, conv.bias)
+        y[..., -n:] = F.conv2d(pad(up(x[..., -p:]), (0, p, p, p), "reflect")[..., -(n + 2 * p):], conv.weight, conv.bias)
+    return y
 
 
 class LayerNorm(nn.Module):
@@ -46,11 +141,21 @@ class LayerNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: Tensor) -> Tensor:
-        flat = x.float().flatten(1)  # (B, C*H*W)
-        mean = flat.mean(1).view(-1, 1, 1, 1)
-        std = flat.std(1).view(-1, 1, 1, 1)  # unbiased, as the reference
-        y = ((x.float() - mean) / (std + self.eps)).to(x.dtype)
-        return y * self.gamma.view(1, -1, 1, 1).to(x.dtype) + self.beta.view(1, -1, 1, 1).to(x.dtype)
+        dims, n = tuple(range(1, x.dim())), x[0].numel()
+        if x.device.type == "mps":  # no float64 there
+            std, mean = torch.std_mean(x.float(), dim=dims)  # (B,), unbiased as the reference
+        else:
+            # float64 sums of x and x^2: one read each, about 4x faster than torch.std on CPU,
+            # and float64 keeps E[x^2] - E[x]^2 exact enough for any fp32 input
+            s1 = x.sum(dims, dtype=torch.float64)
+            s2 = torch.linalg.vector_norm(x, 2, dim=dims, dtype=torch.float64).square()
+            mean = s1 / n
+            std = ((s2 - s1 * mean) / (n - 1)).clamp_min(0).sqrt()  # unbiased, as the reference
+        # y = (x - mean) / (std + eps) * gamma + beta, folded into one pass y = a x + b with
+        # (B, C) a, b; computed in fp32 (a bf16 b would cancel against a x), rounded once
+        a = self.gamma[None, :] / (std[:, None] + self.eps).float()  # (B, C)
+        b = self.beta[None, :] - mean[:, None].float() * a
+        return torch.addcmul(b[:, :, None, None], x, a[:, :, None, None]).to(x.dtype)
 
 
 class ConvBlock(nn.Module):
@@ -67,15 +172,17 @@ class ConvBlock(nn.Module):
         if norm == "ln":
             self.norm = LayerNorm(cout)
         elif norm == "in":
-            self.norm = nn.InstanceNorm2d(cout, affine=False, eps=EPS)
+            self.norm = InstanceNorm()
         elif norm in ("none", "adain"):
             self.norm = None
         else:
             raise ValueError(f"unknown norm {norm}")
         self.activ = make_activation(activ)
 
-    def forward(self, x: Tensor, mean: Tensor | None = None, std: Tensor | None = None) -> Tensor:
-        x = self.conv(x)
+    def forward(self, x: Tensor, mean: Tensor | None = None, std: Tensor | None = None,
+                upsample: bool = False) -> Tensor:
+        """`upsample`: nearest x2 first (fused into the conv, see `upsample_conv`)."""
+        x = upsample_conv(x, self.conv) if upsample else conv2d(self.conv, x)
         if self.norm_type == "adain":
             x = adain(x, mean, std)
         elif self.norm is not None:

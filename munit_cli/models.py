@@ -80,7 +80,11 @@ class Decoder(nn.Module):
         x = content
         for r, block in enumerate(self.res):
             x = block(x, [(p[:, 2 * r, 0], p[:, 2 * r, 1]), (p[:, 2 * r + 1, 0], p[:, 2 * r + 1, 1])])
-        return self.out(self.up(x))
+        # self.up holds (Upsample, ConvBlock) pairs (the reference's layout and weight names);
+        # each block applies its upsampling itself, on the low-res grid (layers.upsample_conv)
+        for block in self.up[1::2]:
+            x = block(x, upsample=True)
+        return self.out(x)
 
 
 class Generator(nn.Module):
