@@ -26,7 +26,7 @@ from munit_cli.images import (DEFAULT_MAX_PIXELS, ImageError, discover_images, l
                               save_image, to_tensor, to_uint8)
 from munit_cli.models import Generator, random_styles
 from munit_cli.seeds import stable_seed
-from munit_cli.runtime import autocast, channels_last_ok
+from munit_cli.runtime import autocast, channels_last_ok, speed_settings
 
 AUTO_BATCH_PIXELS = 8 * 256 * 256  # --batch-size auto: 8 styles at 256 px, fewer for larger images
 
@@ -178,6 +178,7 @@ class Translator:
     def __init__(self, bundle: GeneratorBundle, src: str, tgt: str, device: torch.device,
                  precision: str = "fp32", batch_size: int | None = None, style_encoder: bool = False):
         require_direction(bundle, src, tgt, style_encoder)
+        speed_settings(device)
         self.bundle, self.src, self.tgt = bundle, src, tgt
         self.device, self.precision, self.batch_size = device, precision, batch_size
         self.gen_src, self.gen_tgt = _ready(bundle.gens[src], device), _ready(bundle.gens[tgt], device)

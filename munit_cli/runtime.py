@@ -1,8 +1,12 @@
-"""Device and precision selection shared by every command that computes."""
+"""Device, precision and speed settings shared by every command that computes."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import os
+import sys
 
 import torch
 
@@ -54,5 +58,34 @@ def autocast(device: torch.device, precision: str):
 
 
 def channels_last_ok(device: torch.device) -> bool:
-    """channels_last pays on CPU (oneDNN) and CUDA (cuDNN tensor cores)."""
-    return device.type in ("cpu", "cuda")
+    """channels_last pays on CUDA (cuDNN tensor cores). On CPU oneDNN is as fast on NCHW, and
+    channels_last costs copies around the norms: 2-12% slower (benchmarks/README.md)."""
+    return device.type == "cuda"
+
+
+def speed_settings(device: torch.device) -> None:
+    """Process-wide settings that make the compute faster; idempotent.
+
+    CUDA: cudnn.benchmark (shapes repeat every step, so autotuned convolutions pay at once).
+    Host memory (Linux, glibc): keep freed blocks up to 1 GiB in the process. By default glibc
+    returns every block over 32 MiB to the OS on free, so each large activation is page-faulted
+    in again on every use: 1.5x on CPU translation (benchmarks/README.md). Left alone when the
+    user sets MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ or preloads another allocator.
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    keep_host_memory()
+
+
+@functools.lru_cache(maxsize=None)
+def keep_host_memory() -> bool:
+    """Tune glibc malloc as `speed_settings` says (once per process); whether it applies."""
+    if sys.platform != "linux" or any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                                                                 "LD_PRELOAD")):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt  # glibc only (musl has no mallopt)
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    return bool(mallopt(m_mmap_threshold, 1 << 30) and mallopt(m_trim_threshold, 1 << 30))

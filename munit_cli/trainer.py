@@ -23,7 +23,7 @@ from munit_cli.config import ModelConfig, TrainConfig
 from munit_cli.seeds import stable_seed
 from munit_cli.losses import PerceptualLoss, dis_loss, gen_adv_loss, recon
 from munit_cli.models import Generator, MultiScaleDiscriminator, build_discriminator, build_generator
-from munit_cli.runtime import autocast
+from munit_cli.runtime import autocast, channels_last_ok, speed_settings
 
 
 class GenPair(nn.Module):
@@ -86,7 +86,8 @@ class Trainer:
         torch.manual_seed(train.seed)  # identical init on every rank
         self.gen_a, self.gen_b = build_generator(model).to(device), build_generator(model).to(device)
         self.dis_a, self.dis_b = build_discriminator(model).to(device), build_discriminator(model).to(device)
-        self.channels_last = device.type in ("cpu", "cuda") if channels_last is None else channels_last
+        speed_settings(device)
+        self.channels_last = channels_last_ok(device) if channels_last is None else channels_last
         if self.channels_last:
             for m in (self.gen_a, self.gen_b, self.dis_a, self.dis_b):
                 m.to(memory_format=torch.channels_last)
