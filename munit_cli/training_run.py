@@ -273,6 +273,7 @@ class TrainingRun:
         self.callback("start", {"step": tr.step, "total": t.iters, "domains": self.domains,
                                 "images": (len(self.dom_a.files), len(self.dom_b.files)),
                                 "unreadable": len(self.dom_a.unreadable) + len(self.dom_b.unreadable),
+                                "precision": t.precision,
                                 "too_large": len(self.dom_a.too_large) + len(self.dom_b.too_large)})
         last_ckpt = self.paths.latest if self.opts.resume else None
         acc: dict[str, torch.Tensor] = {}

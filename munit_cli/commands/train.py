@@ -162,7 +162,7 @@ def train(
         if kind == "start":
             err_console.print(f"training {info['domains'][0]} ({info['images'][0]} images) <-> "
                               f"{info['domains'][1]} ({info['images'][1]} images) on {dev}, "
-                              f"{cfg.train.precision}, into {run_dir}")
+                              f"{info['precision']}, into {run_dir}")
             if info["unreadable"]:
                 warn(f"{info['unreadable']} file(s) could not be opened and are skipped (see --dry-run)")
             if info["too_large"]:
