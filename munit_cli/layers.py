@@ -115,8 +115,11 @@ def upsample_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
     q = (m.shape[1] - 1) // 2
     if mode == "zeros":
         y = F.conv2d(x, weight, bias, padding=q)
-    else:  # replicate for both reflect and replicate (reflect's outer rows fixed below)
-        y = F.conv2d(pad(x, (q, q, q, q), "replicate"), weight, bias)
+    else:  # replicate for both reflect and replicate (reflect's outer rows fixed below), by
+        # concatenation: torch.compile mis-strides replication_pad2d's backward (torch 2.14)
+        xp = torch.cat([x[:, :, :1]] * q + [x] + [x[:, :, -1:]] * q, 2)
+        xp = torch.cat([xp[..., :1]] * q + [xp] + [xp[..., -1:]] * q, 3)
+        y = F.conv2d(xp, weight, bias)
     y = F.pixel_shuffle(y, 2)  # (B, Cout, 2H, 2W)
     if mode == "reflect" and p > 1:
         n = p - 1  # rows / columns on each side whose window reaches 2 or more pixels into the padding
