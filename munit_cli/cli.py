@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from munit_cli import __version__
+from munit_cli.commands.bench import bench
 from munit_cli.commands.data import data_app
 from munit_cli.commands.export import export
 from munit_cli.commands.import_official import import_official
@@ -46,6 +47,7 @@ app.command("import-official")(import_official)
 app.command("translate")(translate)
 app.command("sample-styles")(sample_styles)
 app.command("train")(train)
+app.command("bench")(bench)
 app.add_typer(data_app, name="data")
 
 
