@@ -1,9 +1,5 @@
-"""The benchmark's naive baseline: what a plain implementation of SPEC sections 2-3 runs, so
-`munit bench` reports munit's speed as a ratio to it, side by side in one process.
-
-Plain layers (upsampled copy before each decoder conv, LayerNorm and instance norm in
-textbook steps), fp32, contiguous memory, one decode per style, and the reference training
-step (fakes generated twice, D weight gradients computed in the G step).
+"""The benchmark's naive baseline: plain layers, fp32, contiguous memory, one decode per style,
+and the reference training step (fakes generated twice, D weight gradients in the G step).
 """
 
 from __future__ import annotations
@@ -43,7 +39,9 @@ def _layer_norm(self: layers.LayerNorm, x: Tensor) -> Tensor:
 
 @contextlib.contextmanager
 def plain_layers() -> Iterator[None]:
-    """Run munit_cli.layers in their plain forms until exit (process-wide: not thread-safe)."""
+    """Run munit_cli.layers in their plain forms until exit: an upsampled copy before each
+    decoder conv, the conv's own padding, torch's instance norm, LayerNorm in textbook steps.
+    Process-wide while active (not thread-safe)."""
     saved = layers.upsample_conv, layers.conv2d, layers.instance_norm, layers.LayerNorm.forward
     layers.upsample_conv, layers.conv2d, layers.instance_norm = _upsample_conv, _conv2d, _instance_norm
     layers.LayerNorm.forward = _layer_norm

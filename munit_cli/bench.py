@@ -1,24 +1,5 @@
-"""Speed of translation and training on one device, side by side with the naive baseline.
-
-`run_bench` returns a JSON-ready dict (schema below); nothing here prints. Each workload runs
-its variants interleaved (naive, ours fp32, ours bf16, ..., then again) so that a changing
-machine load hits all alike; ratios are taken per round, then summarised.
-
-    device, device_name, torch, threads, preset, repeats, load_avg_start, load_avg_end,
-    settings {channels_last, cudnn_benchmark, host_allocator_tuned, compile}
-    peak {PRECISION: {matmul_gflops, conv_gflops}}   GFLOP/s of a large matmul and a large 3x3 conv
-    translate [{size, styles, variant, precision, seconds, seconds_per_image, gflop, gflops,
-                peak_fraction, peak_memory_mb, speedup_vs_naive}]
-    train [{size, batch, variant, precision, seconds, iters_per_s, gflop, gflops, peak_fraction,
-            peak_memory_mb, speedup_vs_naive}]
-    memory {size, styles, naive_mb, ours_mb {PRECISION: mb}}  (translate at a large size)
-
-`seconds` and `speedup_vs_naive` are {median, min, max, spread_pct, runs}; `variant` is
-"naive" (baseline.py) or "ours". FLOPs are counted with torch.utils.flop_counter (conv and
-matmul, forward and backward) for each variant's own work; peak_fraction is gflops over the
-better of the two machine peaks in that precision. Peak memory: CUDA
-max_memory_allocated, CPU the peak of tensor bytes the profiler saw allocated, both above
-what was allocated before the call.
+"""Speed of translation and training on one device, side by side with the naive baseline:
+the core of `munit bench`. Returns JSON-ready dicts; nothing here prints.
 """
 
 from __future__ import annotations
@@ -283,7 +264,26 @@ def total_ticks(cfg: BenchConfig) -> int:
 
 
 def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict:
-    """Measure everything `cfg` asks for; see the module docstring for the result's keys."""
+    """Measure everything `cfg` asks for. Each workload runs its variants interleaved (naive,
+    ours fp32, ours bf16, ..., then again) so a changing machine load hits all alike; ratios
+    are taken per round, then summarised. The result:
+
+    device, device_name, torch, threads, preset, repeats, load_avg_start, load_avg_end,
+    settings {channels_last, cudnn_benchmark, host_allocator_tuned, compile}
+    peak {PRECISION: {matmul_gflops, conv_gflops}}   GFLOP/s of a large matmul and a large 3x3 conv
+    translate [{size, styles, variant, precision, seconds, seconds_per_image, gflop, gflops,
+                peak_fraction, peak_memory_mb, speedup_vs_naive}]
+    train [{size, batch, variant, precision, seconds, iters_per_s, gflop, gflops, peak_fraction,
+            peak_memory_mb, speedup_vs_naive}]
+    memory {size, styles, naive_mb, ours_mb {PRECISION: mb}}  (translate at a large size)
+
+    `seconds` and `speedup_vs_naive` are {median, min, max, spread_pct, runs}; `variant` is
+    "naive" (baseline.py) or "ours". FLOPs are counted by torch.utils.flop_counter (conv and
+    matmul, forward and backward) for each variant's own work; peak_fraction is gflops over
+    the better of the two machine peaks in that precision. Peak memory: CUDA
+    max_memory_allocated, CPU the peak of tensor bytes the profiler saw allocated, both
+    above what was allocated before the call.
+    """
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
