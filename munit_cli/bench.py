@@ -132,7 +132,7 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | No
 
 
 def machine_peak(device: torch.device, precision: str, repeats: int) -> dict:
-    """GFLOP/s of a large matmul and of a large 3x3 convolution in `precision` (medians)."""
+    """GFLOP/s of a large matmul and of a large 3x3 convolution in `precision` (best runs)."""
     dtype = PRECISION_DTYPES[precision]
     n = 8192 if device.type == "cuda" else 2048
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
@@ -142,7 +142,7 @@ def machine_peak(device: torch.device, precision: str, repeats: int) -> dict:
     for name, fn, flop in (("matmul_gflops", lambda: a @ b, 2 * n**3),
                            ("conv_gflops", lambda: F.conv2d(x, w, padding=1), 2 * 9 * 256 * 256 * 8 * 64 * 64)):
         fn()
-        out[name] = flop / 1e9 / statistics.median(_timed(fn, device) for _ in range(max(1, repeats)))
+        out[name] = flop / 1e9 / min(_timed(fn, device) for _ in range(max(1, repeats)))
     return out
 
 
@@ -164,17 +164,15 @@ def _interleaved(variants: list[_Variant], device: torch.device, repeats: int, t
             tick()
 
 
-def _rows(variants: list[_Variant], device: torch.device, peak: dict, per: dict) -> list[dict]:
-    """One result row per variant: times, FLOPs, peak fraction, memory, ratio to the naive one."""
+def _rows(variants: list[_Variant], device: torch.device, per: dict) -> list[dict]:
+    """One result row per variant: times, FLOPs, memory, ratio to the naive one."""
     naive = next((v for v in variants if v.variant == "naive"), None)
     rows = []
     for v in variants:
         sec = statistics.median(v.times)
         gflop = count_gflop(v.fn)
         row = {**per, "variant": v.variant, "precision": v.precision, "seconds": summarise(v.times),
-               "gflop": gflop, "gflops": gflop / sec,
-               "peak_fraction": gflop / sec / max(peak[v.precision].values()) if v.precision in peak else None,
-               "peak_memory_mb": peak_memory_mb(v.fn, device)}
+               "gflop": gflop, "gflops": gflop / sec, "peak_memory_mb": peak_memory_mb(v.fn, device)}
         if naive is not None:
             row["speedup_vs_naive"] = summarise([a / b for a, b in zip(naive.times, v.times)])
         rows.append(row)
@@ -209,10 +207,10 @@ def _translate_variants(cfg: BenchConfig, size: int, styles: int, precisions: tu
     return out
 
 
-def bench_translate(cfg: BenchConfig, peak: dict, tick: Callable[[], None]) -> list[dict]:
+def bench_translate(cfg: BenchConfig, tick: Callable[[], None]) -> list[dict]:
     variants = _translate_variants(cfg, cfg.translate_size, cfg.styles, cfg.resolved_precisions())
     _interleaved(variants, cfg.device, cfg.repeats, tick)
-    rows = _rows(variants, cfg.device, peak, {"size": cfg.translate_size, "styles": cfg.styles})
+    rows = _rows(variants, cfg.device, {"size": cfg.translate_size, "styles": cfg.styles})
     for r in rows:
         r["seconds_per_image"] = r["seconds"]["median"] / cfg.styles
     return rows
@@ -232,7 +230,7 @@ def bench_memory(cfg: BenchConfig, tick: Callable[[], None]) -> dict:
     return out
 
 
-def bench_train(cfg: BenchConfig, peak: dict, stage: Callable[[str], Callable[[], None]]) -> list[dict]:
+def bench_train(cfg: BenchConfig, stage: Callable[[str], Callable[[], None]]) -> list[dict]:
     """Seconds per training iteration (one D and one G update, EMA) on host batches like a
     DataLoader's; the trainers are built once and reused for every size and batch."""
     model, train = model_preset(cfg.preset), TrainConfig()
@@ -247,7 +245,7 @@ def bench_train(cfg: BenchConfig, peak: dict, stage: Callable[[str], Callable[[]
             x_b = torch.rand(batch, 3, size, size) * 2 - 1
             variants = [_Variant(name, p, lambda t=t: t.train_step(x_a, x_b)) for name, p, t in trainers]
             _interleaved(variants, cfg.device, cfg.repeats, stage(f"train {size} px, batch {batch}"))
-            for r in _rows(variants, cfg.device, peak, {"size": size, "batch": batch}):
+            for r in _rows(variants, cfg.device, {"size": size, "batch": batch}):
                 r["iters_per_s"] = 1.0 / r["seconds"]["median"]
                 rows.append(r)
     return rows
@@ -256,7 +254,7 @@ def bench_train(cfg: BenchConfig, peak: dict, stage: Callable[[str], Callable[[]
 def total_ticks(cfg: BenchConfig) -> int:
     """How many times `run_bench` calls `progress` (for a progress bar)."""
     n_var = len(cfg.resolved_precisions()) + cfg.naive
-    ticks = len(cfg.resolved_precisions())  # machine peaks
+    ticks = 2 * len(cfg.resolved_precisions())  # machine peaks, at the start and at the end
     if cfg.translate_size:
         ticks += n_var * (cfg.repeats + 1)
     ticks += len(cfg.train_sizes) * len(cfg.batch_sizes) * n_var * (cfg.repeats + 1)
@@ -270,7 +268,8 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict:
 
     device, device_name, torch, threads, preset, repeats, load_avg_start, load_avg_end,
     settings {channels_last, cudnn_benchmark, host_allocator_tuned, compile}
-    peak {PRECISION: {matmul_gflops, conv_gflops}}   GFLOP/s of a large matmul and a large 3x3 conv
+    peak {PRECISION: {matmul_gflops, conv_gflops}}   best GFLOP/s of a large matmul and a large
+                                                      3x3 conv, measured at the start and at the end
     translate [{size, styles, variant, precision, seconds, seconds_per_image, gflop, gflops,
                 peak_fraction, peak_memory_mb, speedup_vs_naive}]
     train [{size, batch, variant, precision, seconds, iters_per_s, gflop, gflops, peak_fraction,
@@ -306,12 +305,16 @@ def _run(cfg: BenchConfig, progress: Progress | None) -> dict:
                 progress(what, done, total)
         return tick
 
+    def peaks() -> dict:
+        tick = stage("machine peak")
+        out = {}
+        for p in cfg.resolved_precisions():
+            out[p] = machine_peak(dev, p, cfg.peak_repeats)
+            tick()
+        return out
+
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
-    tick = stage("machine peak")
-    peak = {}
-    for p in cfg.resolved_precisions():
-        peak[p] = machine_peak(dev, p, cfg.peak_repeats)
-        tick()
+    peak = peaks()
     result = {
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
@@ -322,10 +325,14 @@ def _run(cfg: BenchConfig, progress: Progress | None) -> dict:
         "peak": peak, "translate": [], "train": [], "memory": None,
     }
     if cfg.translate_size:
-        result["translate"] = bench_translate(cfg, peak, stage(f"translate {cfg.translate_size} px"))
+        result["translate"] = bench_translate(cfg, stage(f"translate {cfg.translate_size} px"))
     if cfg.train_sizes and cfg.batch_sizes:
-        result["train"] = bench_train(cfg, peak, stage)
+        result["train"] = bench_train(cfg, stage)
     if cfg.memory_size:
         result["memory"] = bench_memory(cfg, stage(f"memory at {cfg.memory_size} px"))
+    for p, end in peaks().items():  # the load may have changed: the best of both
+        peak[p] = {k: max(v, end[k]) for k, v in peak[p].items()}
+    for row in result["translate"] + result["train"]:
+        row["peak_fraction"] = row["gflops"] / max(peak[row["precision"]].values())
     result["load_avg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     return result
