@@ -40,7 +40,7 @@ def pad(x: Tensor, pads: tuple[int, ...], mode: str) -> Tensor:
 
 def conv2d(conv: nn.Conv2d, x: Tensor) -> Tensor:
     """`conv(x)`, with a non-zero padding mode applied by `pad`."""
-    if conv.padding_mode == "zeros":
+    if conv.padding_mode == "zeros" or conv.padding == (0, 0):
         return conv(x)
     ph, pw = conv.padding
     return F.conv2d(pad(x, (pw, pw, ph, ph), conv.padding_mode), conv.weight, conv.bias, conv.stride, 0,
