@@ -11,6 +11,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -23,16 +24,16 @@ from munit_cli.checkpoint import GEN_PARTS, CheckpointInfo, GeneratorBundle
 from munit_cli.config import TrainConfig, model_preset
 from munit_cli.inference import Translator
 from munit_cli.models import build_generator, random_styles
-from munit_cli.runtime import PRECISION_DTYPES, channels_last_ok, keep_host_memory, speed_settings
+from munit_cli.runtime import (PRECISION_DTYPES, auto_precision, bf16_emulated, channels_last_ok, keep_host_memory,
+                               native_precisions, speed_settings)
 from munit_cli.trainer import Trainer
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 
 
 def default_precisions(device: torch.device) -> tuple[str, ...]:
-    if device.type == "cuda":
-        return ("fp32", "bf16", "fp16") if torch.cuda.is_bf16_supported() else ("fp32", "fp16")
-    return ("fp32", "bf16") if device.type == "cpu" else ("fp32",)
+    """What `munit bench` measures unless told: the precisions native here (runtime)."""
+    return native_precisions(device)
 
 
 @dataclass
@@ -132,15 +133,18 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | No
 
 
 def machine_peak(device: torch.device, precision: str, repeats: int) -> dict:
-    """GFLOP/s of a large matmul and of a large 3x3 convolution in `precision` (best runs)."""
+    """GFLOP/s of a large matmul and of a large 3x3 convolution in `precision` (best runs).
+    Emulated bf16 gets workloads 500x smaller, so it takes seconds, not minutes."""
     dtype = PRECISION_DTYPES[precision]
-    n = 8192 if device.type == "cuda" else 2048
+    small = bf16_emulated(precision, device)
+    n = 8192 if device.type == "cuda" else 256 if small else 2048
+    batch, ch, hw = (1, 64, 32) if small else (8, 256, 64)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    x = torch.randn(8, 256, 64, 64, device=device, dtype=dtype)
-    w = torch.randn(256, 256, 3, 3, device=device, dtype=dtype)
+    x = torch.randn(batch, ch, hw, hw, device=device, dtype=dtype)
+    w = torch.randn(ch, ch, 3, 3, device=device, dtype=dtype)
     out = {}
-    for name, fn, flop in (("matmul_gflops", lambda: a @ b, 2 * n**3),
-                           ("conv_gflops", lambda: F.conv2d(x, w, padding=1), 2 * 9 * 256 * 256 * 8 * 64 * 64)):
+    for name, fn, flop in (("matmul_gflops", partial(torch.matmul, a, b), 2 * n**3),
+                           ("conv_gflops", partial(F.conv2d, x, w, padding=1), 2 * 9 * ch * ch * batch * hw * hw)):
         fn()
         out[name] = flop / 1e9 / min(_timed(fn, device) for _ in range(max(1, repeats)))
     return out
@@ -203,7 +207,7 @@ def _translate_variants(cfg: BenchConfig, size: int, styles: int, precisions: tu
         out.append(_Variant("naive", "fp32", lambda: naive_translate(g_src, g_tgt, x_dev, s_dev)))
     for p in precisions:  # Translator's defaults: content once, auto batch of styles, uint8 on the host
         tr = Translator(bundle, "a", "b", cfg.device, p)
-        out.append(_Variant("ours", p, lambda tr=tr: tr.translate(x_a, s_b)))
+        out.append(_Variant("ours", p, partial(tr.translate, x_a, s_b)))
     return out
 
 
@@ -230,35 +234,76 @@ def bench_memory(cfg: BenchConfig, tick: Callable[[], None]) -> dict:
     return out
 
 
-def bench_train(cfg: BenchConfig, stage: Callable[[str], Callable[[], None]]) -> list[dict]:
-    """Seconds per training iteration (one D and one G update, EMA) on host batches like a
-    DataLoader's; the trainers are built once and reused for every size and batch."""
+def _trainers(cfg: BenchConfig) -> list[tuple[str, str, Trainer]]:
+    """(variant, precision, trainer): the naive one, then ours per precision."""
     model, train = model_preset(cfg.preset), TrainConfig()
     trainers: list[tuple[str, str, Trainer]] = [("naive", "fp32", NaiveTrainer(model, train, cfg.device))] if cfg.naive else []
     trainers += [("ours", p, Trainer(model, replace(train, precision=p), cfg.device, compile=cfg.compile))
                  for p in cfg.resolved_precisions()]
-    rows = []
+    return trainers
+
+
+def bench_train(cfg: BenchConfig, trainers: Callable[[], list], size: int, batch: int,
+                tick: Callable[[], None]) -> list[dict]:
+    """Seconds per training iteration (one D and one G update, EMA) on host batches like a
+    DataLoader's; `trainers()` returns the same trainers for every size and batch."""
+    torch.manual_seed(size * 100 + batch)
+    x_a = torch.rand(batch, 3, size, size) * 2 - 1  # (B, 3, H, W) in [-1, 1]
+    x_b = torch.rand(batch, 3, size, size) * 2 - 1
+    variants = [_Variant(name, p, partial(t.train_step, x_a, x_b)) for name, p, t in trainers()]
+    _interleaved(variants, cfg.device, cfg.repeats, tick)
+    rows = _rows(variants, cfg.device, {"size": size, "batch": batch})
+    for r in rows:
+        r["iters_per_s"] = 1.0 / r["seconds"]["median"]
+    return rows
+
+
+def bench_peaks(cfg: BenchConfig, tick: Callable[[], None]) -> dict:
+    out = {}
+    for p in cfg.resolved_precisions():
+        out[p] = machine_peak(cfg.device, p, cfg.peak_repeats)
+        tick()
+    return out
+
+
+@dataclass
+class Workload:
+    """One measured stage of a run: its progress label, how many times it ticks, what it runs
+    (given the tick function) and the result key it fills."""
+
+    label: str
+    ticks: int
+    run: Callable[[Callable[[], None]], object]
+    key: str  # peak_start | translate | train | memory | peak_end
+
+
+def plan(cfg: BenchConfig) -> list[Workload]:
+    """Everything `run_bench` will measure, in order; the progress total is derived from it."""
+    n_prec = len(cfg.resolved_precisions())
+    n_var, rounds = n_prec + cfg.naive, cfg.repeats + 1  # every variant: a warm-up, then the rounds
+    cache: list = []
+
+    def trainers() -> list:  # built on first use, shared by every training size and batch
+        if not cache:
+            cache.extend(_trainers(cfg))
+        return cache
+
+    work = [Workload("machine peak", n_prec, partial(bench_peaks, cfg), "peak_start")]
+    if cfg.translate_size:
+        work.append(Workload(f"translate {cfg.translate_size} px", n_var * rounds, partial(bench_translate, cfg), "translate"))
     for size in cfg.train_sizes:
         for batch in cfg.batch_sizes:
-            torch.manual_seed(size * 100 + batch)
-            x_a = torch.rand(batch, 3, size, size) * 2 - 1  # (B, 3, H, W) in [-1, 1]
-            x_b = torch.rand(batch, 3, size, size) * 2 - 1
-            variants = [_Variant(name, p, lambda t=t: t.train_step(x_a, x_b)) for name, p, t in trainers]
-            _interleaved(variants, cfg.device, cfg.repeats, stage(f"train {size} px, batch {batch}"))
-            for r in _rows(variants, cfg.device, {"size": size, "batch": batch}):
-                r["iters_per_s"] = 1.0 / r["seconds"]["median"]
-                rows.append(r)
-    return rows
+            work.append(Workload(f"train {size} px, batch {batch}", n_var * rounds,
+                                 partial(bench_train, cfg, trainers, size, batch), "train"))
+    if cfg.memory_size:
+        work.append(Workload(f"memory at {cfg.memory_size} px", n_var, partial(bench_memory, cfg), "memory"))
+    work.append(Workload("machine peak", n_prec, partial(bench_peaks, cfg), "peak_end"))  # the load may change
+    return work
 
 
 def total_ticks(cfg: BenchConfig) -> int:
     """How many times `run_bench` calls `progress` (for a progress bar)."""
-    n_var = len(cfg.resolved_precisions()) + cfg.naive
-    ticks = 2 * len(cfg.resolved_precisions())  # machine peaks, at the start and at the end
-    if cfg.translate_size:
-        ticks += n_var * (cfg.repeats + 1)
-    ticks += len(cfg.train_sizes) * len(cfg.batch_sizes) * n_var * (cfg.repeats + 1)
-    return ticks + (n_var if cfg.memory_size else 0)
+    return sum(w.ticks for w in plan(cfg))
 
 
 def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict:
@@ -267,6 +312,9 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict:
     are taken per round, then summarised. The result:
 
     device, device_name, torch, threads, preset, repeats, load_avg_start, load_avg_end,
+    auto_precision {precision, reason}   what --precision auto picks on this device, and why
+    emulated [PRECISION]                 measured precisions this device only emulates (bf16 on
+                                         CPUs without AVX512-BF16 / AMX)
     settings {channels_last, cudnn_benchmark, host_allocator_tuned, compile}
     peak {PRECISION: {matmul_gflops, conv_gflops}}   best GFLOP/s of a large matmul and a large
                                                       3x3 conv, measured at the start and at the end
@@ -295,7 +343,8 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict:
 def _run(cfg: BenchConfig, progress: Progress | None) -> dict:
     dev = cfg.device
     speed_settings(dev)
-    total, done = total_ticks(cfg), 0
+    work = plan(cfg)
+    total, done = sum(w.ticks for w in work), 0
 
     def stage(what: str) -> Callable[[], None]:
         def tick() -> None:
@@ -305,34 +354,30 @@ def _run(cfg: BenchConfig, progress: Progress | None) -> dict:
                 progress(what, done, total)
         return tick
 
-    def peaks() -> dict:
-        tick = stage("machine peak")
-        out = {}
-        for p in cfg.resolved_precisions():
-            out[p] = machine_peak(dev, p, cfg.peak_repeats)
-            tick()
-        return out
-
-    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
-    peak = peaks()
+    auto = auto_precision(dev)
     result = {
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "preset": cfg.preset, "repeats": cfg.repeats,
-        "load_avg_start": load_start,
+        "load_avg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "auto_precision": {"precision": auto.precision, "reason": auto.reason},
+        "emulated": [p for p in cfg.resolved_precisions() if bf16_emulated(p, dev)],
         "settings": {"channels_last": channels_last_ok(dev), "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
                      "host_allocator_tuned": keep_host_memory(), "compile": cfg.compile},
-        "peak": peak, "translate": [], "train": [], "memory": None,
+        "peak": {}, "translate": [], "train": [], "memory": None,
     }
-    if cfg.translate_size:
-        result["translate"] = bench_translate(cfg, stage(f"translate {cfg.translate_size} px"))
-    if cfg.train_sizes and cfg.batch_sizes:
-        result["train"] = bench_train(cfg, stage)
-    if cfg.memory_size:
-        result["memory"] = bench_memory(cfg, stage(f"memory at {cfg.memory_size} px"))
-    for p, end in peaks().items():  # the load may have changed: the best of both
-        peak[p] = {k: max(v, end[k]) for k, v in peak[p].items()}
+    peaks = {}
+    for w in work:
+        out = w.run(stage(w.label))
+        if w.key.startswith("peak"):
+            peaks[w.key] = out
+        elif w.key == "train":
+            result["train"].extend(out)
+        else:
+            result[w.key] = out
+    start, end = peaks["peak_start"], peaks["peak_end"]  # the best of both: the load may have changed
+    result["peak"] = {p: {k: max(v, end[p][k]) for k, v in start[p].items()} for p in start}
     for row in result["translate"] + result["train"]:
-        row["peak_fraction"] = row["gflops"] / max(peak[row["precision"]].values())
+        row["peak_fraction"] = row["gflops"] / max(result["peak"][row["precision"]].values())
     result["load_avg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     return result

@@ -16,8 +16,16 @@ from munit_cli.errors import MunitError
 
 ACTIVATIONS = ("relu", "lrelu", "prelu", "selu", "tanh", "none")
 PAD_TYPES = ("reflect", "replicate", "zero")
-GAN_TYPES = ("lsgan",)
-PRECISIONS = ("fp32", "bf16", "fp16")
+GAN_TYPES = ("lsgan", "hinge", "nonsaturating")  # nonsaturating: the softplus (logistic) form
+WEIGHT_NORMS = ("none", "spectral")
+UP_NORMS = ("ln", "adain")  # decoder upsampling blocks: the paper's LayerNorm, or AdaIN there too
+RES_BLOCKS = ("post", "pre")  # conv-norm-act (paper) | norm-act-conv (pre-activation, imaginaire)
+DIS_KINDS = ("patch", "global", "both")
+LR_POLICIES = ("step", "constant")
+INITS = ("reference", "orthogonal")
+DIFFAUG_OPS = ("color", "translation", "cutout")
+RECIPE_GEN_FIELDS = ("weight_norm", "up_norm", "res_block")  # not in the reference implementation's YAML
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: runtime.auto_precision on the run's device
 
 
 def _check(cond: bool, name: str, value: Any, need: str) -> None:
@@ -36,6 +44,9 @@ class GenConfig:
     n_res: int = 4  # residual blocks in the content encoder and in the decoder
     activ: str = "relu"  # activation of conv blocks
     pad_type: str = "reflect"  # padding before every conv (reflect avoids border artefacts)
+    weight_norm: str = "none"  # none | spectral (encoder and decoder convs; not the MLP or output conv)
+    up_norm: str = "ln"  # ln (paper) | adain: style-modulated instance norm in the upsampling convs too
+    res_block: str = "post"  # post: conv-norm-act (paper) | pre: pre-activation norm-act-conv
 
     def validate(self, prefix: str = "gen") -> None:
         for n in ("dim", "style_dim", "mlp_dim", "n_res"):
@@ -43,11 +54,14 @@ class GenConfig:
         _check(self.n_downsample >= 0, f"{prefix}.n_downsample", self.n_downsample, "must be >= 0")
         _check(self.activ in ACTIVATIONS, f"{prefix}.activ", self.activ, f"one of {ACTIVATIONS}")
         _check(self.pad_type in PAD_TYPES, f"{prefix}.pad_type", self.pad_type, f"one of {PAD_TYPES}")
+        _check(self.weight_norm in WEIGHT_NORMS, f"{prefix}.weight_norm", self.weight_norm, f"one of {WEIGHT_NORMS}")
+        _check(self.up_norm in UP_NORMS, f"{prefix}.up_norm", self.up_norm, f"one of {UP_NORMS}")
+        _check(self.res_block in RES_BLOCKS, f"{prefix}.res_block", self.res_block, f"one of {RES_BLOCKS}")
 
 
 @dataclass
 class DisConfig:
-    """Multi-scale PatchGAN discriminator of one domain."""
+    """Discriminator of one domain: the paper's multi-scale PatchGAN, a global residual one, or both."""
 
     dim: int = 64  # channels of the first conv; doubled at each layer
     n_layer: int = 4  # stride-2 4x4 convs per scale
@@ -55,7 +69,9 @@ class DisConfig:
     norm: str = "none"  # normalisation in D (the paper uses none)
     activ: str = "lrelu"  # LeakyReLU(0.2)
     pad_type: str = "reflect"  # padding before every conv
-    gan_type: str = "lsgan"  # least-squares GAN objective
+    gan_type: str = "lsgan"  # lsgan (paper) | hinge | nonsaturating
+    kind: str = "patch"  # patch (paper) | global: residual D, one score per image | both (losses summed)
+    weight_norm: str = "none"  # none | spectral
 
     def validate(self, prefix: str = "dis") -> None:
         for n in ("dim", "n_layer", "num_scales"):
@@ -64,6 +80,8 @@ class DisConfig:
         _check(self.activ in ACTIVATIONS, f"{prefix}.activ", self.activ, f"one of {ACTIVATIONS}")
         _check(self.pad_type in PAD_TYPES, f"{prefix}.pad_type", self.pad_type, f"one of {PAD_TYPES}")
         _check(self.gan_type in GAN_TYPES, f"{prefix}.gan_type", self.gan_type, f"one of {GAN_TYPES}")
+        _check(self.kind in DIS_KINDS, f"{prefix}.kind", self.kind, f"one of {DIS_KINDS}")
+        _check(self.weight_norm in WEIGHT_NORMS, f"{prefix}.weight_norm", self.weight_norm, f"one of {WEIGHT_NORMS}")
 
 
 @dataclass
@@ -93,6 +111,7 @@ class TrainConfig:
     weight_decay: float = 1e-4  # L2 added to the gradient (torch Adam weight_decay)
     lr_step: int = 100_000  # halve the learning rate every this many steps
     lr_gamma: float = 0.5  # factor applied every lr_step
+    lr_policy: str = "step"  # step: times lr_gamma every lr_step (paper) | constant
     gan_w: float = 1.0  # adversarial loss weight
     recon_x_w: float = 10.0  # image reconstruction weight
     recon_c_w: float = 1.0  # content reconstruction weight
@@ -101,10 +120,15 @@ class TrainConfig:
     vgg_w: float = 0.0  # domain-invariant perceptual loss weight (0 = off; needs VGG16 file)
     ema: bool = True  # keep an exponential moving average of both generators
     ema_beta: float = 0.999  # EMA decay per step
+    ema_start: int = 0  # steps before averaging starts (the EMA copies the weights until then)
+    init: str = "reference"  # reference: kaiming G, N(0, 0.02) D | orthogonal (gain 1, imaginaire)
+    diffaug: str = ""  # DiffAugment policy on every D input, e.g. "color,translation,cutout" ("" = off)
+    center_crop: float = 1.0  # keep this central fraction of each side of a photo before resize/crop (1 = off)
+    init_from: str = ""  # checkpoint the weights were warm-started from ("" = fresh init); for the record
     shared_fakes: bool = True  # generate fakes once per step for D and G (see trainer.py)
     seed: int = 0  # seeds data order, augmentation, styles and init
     workers: int = 2  # DataLoader worker processes
-    precision: str = "fp32"  # fp32 | bf16 | fp16 autocast (fp32 master weights)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 autocast (fp32 master weights); auto resolves per device
     log_every: int = 10  # steps between metric lines (and host syncs)
     save_every: int = 1000  # steps between checkpoints
     sample_every: int = 1000  # steps between sample grids
@@ -116,11 +140,18 @@ class TrainConfig:
             _check(getattr(self, n) >= 1, n, getattr(self, n), "must be >= 1")
         for n in ("lr", "lr_dis"):
             _check(getattr(self, n) > 0, n, getattr(self, n), "must be > 0")
-        for n in ("weight_decay", "gan_w", "recon_x_w", "recon_c_w", "recon_s_w", "recon_x_cyc_w", "vgg_w", "workers", "seed"):
+        for n in ("weight_decay", "gan_w", "recon_x_w", "recon_c_w", "recon_s_w", "recon_x_cyc_w", "vgg_w", "workers", "seed",
+                  "ema_start"):
             _check(getattr(self, n) >= 0, n, getattr(self, n), "must be >= 0")
         for n in ("beta1", "beta2", "ema_beta", "lr_gamma"):
             _check(0 <= getattr(self, n) <= 1, n, getattr(self, n), "must be in [0, 1]")
         _check(self.precision in PRECISIONS, "precision", self.precision, f"one of {PRECISIONS}")
+        _check(self.lr_policy in LR_POLICIES, "lr_policy", self.lr_policy, f"one of {LR_POLICIES}")
+        _check(self.init in INITS, "init", self.init, f"one of {INITS}")
+        _check(0 < self.center_crop <= 1, "center_crop", self.center_crop, "must be in (0, 1]")
+        ops = [op.strip() for op in self.diffaug.split(",")] if self.diffaug.strip() else []
+        _check(all(op in DIFFAUG_OPS for op in ops) and len(set(ops)) == len(ops), "diffaug", self.diffaug,
+               f"comma-separated, each of {', '.join(DIFFAUG_OPS)} at most once (\"\" = off)")
 
 
 PRESETS = ("munit", "small", "tiny")
@@ -242,6 +273,7 @@ def load_run_config_file(path: Path, base: RunConfig) -> RunConfig:
         raise MunitError(f"config file {str(path)!r} is not valid JSON ({e}): fix or remove it")
     if isinstance(data, dict):
         data.pop("munit_version", None)  # written into RUN_DIR/config.json for the record
+        data.pop("resolved", None)  # what auto settings resolved to on the run's machine
     cfg = from_dict(RunConfig, data, base=base)
     cfg.model.validate()
     cfg.train.validate()

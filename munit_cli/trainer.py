@@ -12,6 +12,7 @@ order and the optimiser updates are unchanged. `shared_fakes=False` is the refer
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import random
 
@@ -23,7 +24,7 @@ from munit_cli.config import ModelConfig, TrainConfig
 from munit_cli.seeds import stable_seed
 from munit_cli.losses import PerceptualLoss, dis_loss, gen_adv_loss, recon
 from munit_cli.models import Generator, MultiScaleDiscriminator, build_discriminator, build_generator
-from munit_cli.runtime import autocast, channels_last_ok, speed_settings
+from munit_cli.runtime import autocast, channels_last_ok, check_precision, speed_settings
 
 
 class GenPair(nn.Module):
@@ -82,6 +83,8 @@ class Trainer:
     def __init__(self, model: ModelConfig, train: TrainConfig, device: torch.device, *, rank: int = 0,
                  world: int = 1, vgg_weights: str | None = None, channels_last: bool | None = None,
                  compile: bool = False):
+        if train.precision == "auto":  # resolved for this device; the run's own config keeps "auto"
+            train = dataclasses.replace(train, precision=check_precision("auto", device))
         self.model_cfg, self.cfg, self.device, self.rank, self.world = model, train, device, rank, world
         torch.manual_seed(train.seed)  # identical init on every rank
         self.gen_a, self.gen_b = build_generator(model).to(device), build_generator(model).to(device)

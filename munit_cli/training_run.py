@@ -23,6 +23,7 @@ from munit_cli.config import RunConfig, to_dict
 from munit_cli.data import Domain, make_stream, scan_domain
 from munit_cli.errors import MunitError
 from munit_cli.images import DEFAULT_MAX_PIXELS, load_rgb, make_grid, resize_shorter, save_image, to_tensor
+from munit_cli.runtime import auto_precision
 from munit_cli.seeds import stable_seed
 from munit_cli.trainer import Trainer
 
@@ -166,6 +167,9 @@ class TrainingRun:
         from munit_cli import __version__
 
         d["munit_version"] = __version__
+        d["resolved"] = {"device": str(self.opts.device), "precision": self.trainer.cfg.precision}  # what auto became
+        if self.cfg.train.precision == "auto":
+            d["resolved"]["precision_reason"] = auto_precision(self.opts.device).reason
         atomic_write_bytes(self.paths.config, (json.dumps(d, indent=2) + "\n").encode())
 
     def save_checkpoint(self) -> Path:
@@ -273,7 +277,7 @@ class TrainingRun:
         self.callback("start", {"step": tr.step, "total": t.iters, "domains": self.domains,
                                 "images": (len(self.dom_a.files), len(self.dom_b.files)),
                                 "unreadable": len(self.dom_a.unreadable) + len(self.dom_b.unreadable),
-                                "precision": t.precision,
+                                "precision": tr.cfg.precision,
                                 "too_large": len(self.dom_a.too_large) + len(self.dom_b.too_large)})
         last_ckpt = self.paths.latest if self.opts.resume else None
         acc: dict[str, torch.Tensor] = {}

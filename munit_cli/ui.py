@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from munit_cli.errors import MunitError
+from munit_cli.runtime import check_precision, emulation_warning
 
 err_console = Console(stderr=True)
 
@@ -32,6 +33,16 @@ def error_line(message: str) -> None:
 
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def pick_precision(precision: str, device: Any) -> str:
+    """Resolve a --precision value (auto included) for `device`; an explicit bf16 on a CPU that
+    only emulates it still runs, after one warning line."""
+    resolved = check_precision(precision, device)
+    message = emulation_warning(resolved, device)
+    if message:
+        warn(message)
+    return resolved
 
 
 def friendly(fn: Callable) -> Callable:

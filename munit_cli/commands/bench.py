@@ -10,8 +10,8 @@ import typer
 from munit_cli.bench import BenchConfig, quick_config, run_bench, total_ticks
 from munit_cli.config import PRESETS, model_preset
 from munit_cli.errors import MunitError
-from munit_cli.runtime import DEVICE_HELP, check_precision, resolve_device
-from munit_cli.ui import friendly, print_json, progress
+from munit_cli.runtime import DEVICE_HELP, resolve_device
+from munit_cli.ui import friendly, pick_precision, print_json, progress
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
@@ -48,8 +48,14 @@ def _print_report(r: dict) -> None:
     load = lambda v: "?" if v is None else f"{v[0]:.2f}"  # noqa: E731
     print(f"{r['device']} ({r['device_name']}), torch {r['torch']}, {r['threads']} thread(s), preset {r['preset']}, "
           f"{r['repeats']} rounds, load {load(r['load_avg_start'])} -> {load(r['load_avg_end'])}")
+    print(f"--precision auto here: {r['auto_precision']['precision']} ({r['auto_precision']['reason']})")
     print("machine peak GFLOP/s: " + ", ".join(f"{p} matmul {v['matmul_gflops']:.0f} conv {v['conv_gflops']:.0f}"
                                               for p, v in r["peak"].items()))
+    for p in r["emulated"]:
+        if "fp32" in r["peak"]:
+            slow = r["peak"]["fp32"]["conv_gflops"] / max(r["peak"][p]["conv_gflops"], 1e-9)
+            print(f"{p} is emulated on this device: its convolutions run {slow:.0f}x slower than fp32; "
+                  "use fp32 (or --precision auto) here")
     head = f"  {'':<12} {'seconds':>9} {'spread':>8} {'GFLOP/s':>8} {'peak':>6} {'mem MB':>8} vs naive (min-max)"
     if r["translate"]:
         t = r["translate"][0]
@@ -80,7 +86,7 @@ def bench(
     translate_size: Optional[int] = typer.Option(None, "--translate-size", help="Translation image size, 0 skips [default: 256; --quick: 64]."),
     styles: Optional[int] = typer.Option(None, "--styles", min=1, help="Styles per translated image [default: 8; --quick: 2]."),
     memory_size: Optional[int] = typer.Option(None, "--memory-size", help="Size of the translate peak-memory check, 0 skips [default: 1024; --quick: 0]."),
-    precisions: Optional[str] = typer.Option(None, "--precisions", help="Comma-separated [default: fp32,bf16 on CPU; fp32,bf16,fp16 on CUDA]."),
+    precisions: Optional[str] = typer.Option(None, "--precisions", help="Comma-separated [default: the native ones: fp32, plus bf16 on CPUs with AVX512-BF16 / AMX; fp32,bf16,fp16 on CUDA]. Emulated bf16 is measured only when listed here."),
     preset: str = typer.Option("munit", "--preset", help=f"Model preset: {' | '.join(PRESETS)}."),
     threads: int = typer.Option(0, "--threads", min=0, help="CPU threads while measuring (0: torch's default)."),
     naive: bool = typer.Option(True, "--naive/--no-naive", help="Run the naive baseline side by side (speed ratios)."),
@@ -112,7 +118,7 @@ def bench(
     cfg = dataclasses.replace(cfg, threads=threads, naive=naive, compile=compile,
                               **{k: v for k, v in given.items() if v is not None})
     if precisions:
-        cfg.precisions = tuple(check_precision(p.strip(), dev) for p in precisions.split(",") if p.strip())
+        cfg.precisions = tuple(dict.fromkeys(pick_precision(p.strip(), dev) for p in precisions.split(",") if p.strip()))
     if any(b < 1 for b in cfg.batch_sizes):
         raise MunitError("--batch-sizes values must be >= 1", exit_code=2)
     _check_sizes(cfg)

@@ -13,8 +13,8 @@ from munit_cli.errors import MunitError
 from munit_cli.images import DEFAULT_MAX_PIXELS, discover_images, save_image
 from munit_cli.inference import Translator, interpolate_styles, load_input, preview_grid, reference_bank, save_style_bank
 from munit_cli.models import random_styles
-from munit_cli.runtime import DEVICE_HELP, check_precision, resolve_device
-from munit_cli.ui import friendly, print_json, warn
+from munit_cli.runtime import DEVICE_HELP, PRECISION_HELP, resolve_device
+from munit_cli.ui import friendly, print_json, warn, pick_precision
 from munit_cli.weights import resolve_model
 
 DEFAULT_N = 8
@@ -42,7 +42,7 @@ def sample_styles(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --out / --grid-out files."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object describing what was written."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (fp16: GPUs only)."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP + "."),
     no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw weights even if the checkpoint has EMA weights."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Refuse larger images (decompression-bomb guard; 0: no limit)."),
 ) -> None:
@@ -72,7 +72,7 @@ def sample_styles(
     _refuse_existing(out, overwrite)
     _refuse_existing(grid_out, overwrite)
     dev = resolve_device(device)
-    check_precision(precision, dev)
+    precision = pick_precision(precision, dev)
     model_path = resolve_model(model)
     bundle = load_generators(model_path, prefer_ema=not no_ema)
     info = bundle.info

@@ -18,9 +18,9 @@ from munit_cli.config import PRESETS, RunConfig, load_run_config_file, model_pre
 from munit_cli.data import scan_domain
 from munit_cli.errors import MunitError
 from munit_cli.images import DEFAULT_MAX_PIXELS
-from munit_cli.runtime import DEVICE_HELP, check_precision, resolve_device
+from munit_cli.runtime import DEVICE_HELP, PRECISION_HELP, resolve_device
 from munit_cli.training_run import Options, StopFlag, StopRequested, TrainingRun
-from munit_cli.ui import err_console, friendly, print_json, progress, warn
+from munit_cli.ui import err_console, friendly, pick_precision, print_json, progress, warn
 
 # flag name -> TrainConfig field, applied only when given
 TRAIN_FLAGS = ("iters", "batch_size", "lr", "lr_dis", "seed", "workers", "save_every", "keep", "sample_every",
@@ -76,7 +76,7 @@ def train(
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="Local VGG16 weights file for the perceptual loss."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | bf16 | fp16 (autocast; fp32 master weights)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + "; fp32 master weights [default: auto]."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for init, data order, augmentation and styles."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes."),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Steps between checkpoints."),
@@ -96,7 +96,7 @@ def train(
 
     Examples:
       munit train --data afhq --src dog --tgt cat
-      munit train --data ../pets --src cat --tgt dog --preset small --precision bf16 --out runs/pets
+      munit train --data ../pets --src cat --tgt dog --preset small --out runs/pets
       torchrun --nproc_per_node 4 -m munit_cli train --data afhq --src dog --tgt cat
     Ctrl-C finishes the current step, writes a checkpoint and exits 130; --resume continues.
     """
@@ -112,7 +112,7 @@ def train(
     cfg = _resolve(preset, config, flags, image_size, src, tgt, data)
     if not resume and (not cfg.data.src or not cfg.data.tgt):
         raise MunitError("pass --src and --tgt (the two image domains)", exit_code=2)
-    check_precision(cfg.train.precision, dev)
+    prec = pick_precision(cfg.train.precision, dev)  # validates, and warns where bf16 is emulated
     run_dir = out or Path("runs") / f"{Path(cfg.data.src).name}2{Path(cfg.data.tgt).name}"
     if vgg_weights is None and cfg.train.vgg_w > 0:
         raise MunitError("--vgg-w > 0 needs --vgg-weights FILE (VGG16 weights; nothing is downloaded)", exit_code=2)
@@ -120,7 +120,7 @@ def train(
     if dry_run:
         root = Path(cfg.data.root) if cfg.data.root else None
         doms = [scan_domain(root, n, cfg.train.display_size, max_pixels) for n in (cfg.data.src, cfg.data.tgt)]
-        print_json({"run_dir": str(run_dir), "device": str(dev), "config": {"model": to_dict(cfg.model),
+        print_json({"run_dir": str(run_dir), "device": str(dev), "precision": prec, "config": {"model": to_dict(cfg.model),
                     "train": to_dict(cfg.train), "data": to_dict(cfg.data)},
                     "domains": [{"name": d.name, "folder": str(d.folder), "images": len(d.files),
                                  "unreadable": [str(p) for p in d.unreadable], "too_large": [str(p) for p in d.too_large],

@@ -18,8 +18,8 @@ from munit_cli.errors import MunitError
 from munit_cli.images import DEFAULT_MAX_PIXELS, discover_images
 from munit_cli.inference import (Event, Translator, load_style_bank, plan_jobs, random_bank, reference_bank,
                                  resolve_direction, translate_files)
-from munit_cli.runtime import DEVICE_HELP, check_precision, resolve_device
-from munit_cli.ui import err_console, friendly, progress, warn
+from munit_cli.runtime import DEVICE_HELP, PRECISION_HELP, resolve_device
+from munit_cli.ui import err_console, friendly, progress, warn, pick_precision
 from munit_cli.weights import resolve_model
 
 EXTS = ("png", "jpg", "webp")
@@ -104,7 +104,7 @@ def translate(
     as_json: bool = typer.Option(False, "--json", help="One JSON line per written file on stdout, nothing else."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Styles decoded per forward pass (default: 8 at 256 px, fewer for larger images)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (fp16: GPUs only)."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP + "."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Background threads decoding inputs and writing outputs (default: min(4, CPUs))."),
     no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw weights even if the checkpoint has EMA weights."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Refuse larger images (decompression-bomb guard; 0: no limit)."),
@@ -130,7 +130,7 @@ def translate(
     if keep_size and size is not None:
         warn("--size ignored: --keep-size processes each image at its own size")
     dev = resolve_device(device)
-    check_precision(precision, dev)
+    precision = pick_precision(precision, dev)
     items = read_stdin_items(inputs)
     jobs = plan_jobs(items, exclude=outdir)
     bundle = load_generators(resolve_model(model), prefer_ema=not no_ema)
