@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,30 +203,85 @@ def split_files(folder: Path) -> tuple[list[Path], list[Path]]:
     return [p for p in files if is_image_path(p)], [p for p in files if not is_image_path(p)]
 
 
-def domains_from_args(inputs: list[str], src: str | None, tgt: str | None) -> list[DomainReport]:
-    """With --src/--tgt: the optional positional is the data root, resolved like training.
-    Without: each positional is a domain folder. Missing folders become domain problems."""
-    if (src is None) != (tgt is None):
-        raise MunitError("pass both --src and --tgt, or neither (then every argument is a domain folder)", exit_code=2)
-    out: list[DomainReport] = []
-    if src is not None:
-        if len(inputs) > 1:
-            raise MunitError(f"with --src/--tgt pass one data ROOT, got {len(inputs)} paths: {' '.join(inputs)}",
-                             exit_code=2)
-        root = Path(inputs[0]) if inputs else None
-        if root is not None and not root.is_dir():
-            raise MunitError(f"data root {str(root)!r} does not exist or is not a folder: pass the folder holding "
-                             "the domain folders", exit_code=1)
-        for name in (src, tgt):
-            try:
-                out.append(DomainReport(Path(name).name, resolve_domain(root, name)))
-            except MunitError as e:
-                out.append(DomainReport(Path(name).name, None, problem=str(e)))
-        return out
-    if not inputs:
-        raise MunitError("pass domain folders (munit data check dogs/ cats/) or a data ROOT with --src and --tgt",
-                         exit_code=2)
+@dataclass
+class Selection:
+    """The domains `data check` scans, and how `munit train` would name them."""
+
+    domains: list[DomainReport]
+    root: Path | None = None  # data root the domain names are relative to (--data, or a root given alone)
+    names: list[str] = field(default_factory=list)  # per domain, the value train's --src / --tgt would take
+    found: bool = False  # the domains were found as sub-folders of one root
+
+    def train_args(self) -> list[str] | None:
+        """`munit train` data arguments for the first two domains (None: fewer than two)."""
+        if len(self.names) < 2:
+            return None
+        return [*(["--data", str(self.root)] if self.root is not None else []),
+                "--src", self.names[0], "--tgt", self.names[1]]
+
+    def note(self) -> str | None:
+        """What a root given alone turned out to hold, when it held domain folders."""
+        if not self.found:
+            return None
+        return (f"{str(self.root)!r} holds {len(self.domains)} domain folders "
+                f"({', '.join(d.name for d in self.domains)}): checking each as a domain")
+
+    def verdict(self) -> str:
+        """The closing line of a check that found no problem."""
+        args = self.train_args()
+        if args is None:
+            name = shlex.quote(self.names[0]) if self.names else "DOMAIN"
+            return f"this domain is usable; training needs a second one: munit train --src {name} --tgt OTHER"
+        cmd = "munit train " + " ".join(shlex.quote(a) for a in args)
+        if len(self.domains) == 2:
+            return f"training can proceed: {cmd}"
+        return f"training can proceed with any two of the {len(self.domains)} domains, e.g. {cmd}"
+
+
+def _holds_images(folder: Path) -> bool:
+    return any(p.is_file() and is_image_path(p) for p in folder.rglob("*"))
+
+
+def find_domains(root: Path) -> list[Path]:
+    """The domain folders of a data root, as `train --data ROOT` names them: the sub-folders
+    holding images of ROOT/train (AFHQ layout) or else of ROOT. [] when ROOT holds images
+    itself or fewer than two such folders: then it is one domain."""
+    if any(p.is_file() and is_image_path(p) for p in root.iterdir()):
+        return []
+    base = root / "train" if (root / "train").is_dir() else root
+    found = sorted(d for d in base.iterdir() if d.is_dir() and _holds_images(d))
+    return found if len(found) >= 2 else []
+
+
+def _require_root(root: Path) -> Path:
+    if not root.is_dir():
+        raise MunitError(f"data root {str(root)!r} does not exist or is not a folder: pass the folder holding "
+                         "the domain folders", exit_code=1)
+    return root
+
+
+def _named_domains(root: Path | None, src: str, tgt: str) -> Selection:
+    """--src/--tgt resolved like training, under the optional data root."""
+    if root is not None:
+        _require_root(root)
+    out = []
+    for name in (src, tgt):
+        try:
+            out.append(DomainReport(Path(name).name, resolve_domain(root, name)))
+        except MunitError as e:
+            out.append(DomainReport(Path(name).name, None, problem=str(e)))
+    return Selection(out, root, [src, tgt])
+
+
+def _folder_domains(inputs: list[str]) -> Selection:
+    """Each argument is a domain folder; one root holding domain folders is expanded."""
+    if len(inputs) == 1 and Path(inputs[0]).is_dir():
+        root = Path(inputs[0])
+        found = find_domains(root)
+        if found:
+            return Selection([DomainReport(d.name, d) for d in found], root, [d.name for d in found], found=True)
     names = [Path(i).name or i for i in inputs]
+    out = []
     for item, name in zip(inputs, names):
         name = name if names.count(name) == 1 else item
         p = Path(item)
@@ -235,7 +291,34 @@ def domains_from_args(inputs: list[str], src: str | None, tgt: str | None) -> li
             out.append(DomainReport(name, None, problem=f"{item!r} is a file, not a folder: pass domain folders"))
         else:
             out.append(DomainReport(name, p))
-    return out
+    return Selection(out, None, list(inputs))
+
+
+def select_domains(inputs: list[str], src: str | None = None, tgt: str | None = None,
+                   data: Path | None = None) -> Selection:
+    """What to check, from train's flags (--data ROOT --src A --tgt B; a positional ROOT works
+    for --data) or from domain folders. One root given alone is checked per domain folder it
+    holds (ROOT/NAME or ROOT/train/NAME). Missing folders become domain problems."""
+    if (src is None) != (tgt is None):
+        raise MunitError("pass both --src and --tgt, or neither (then every argument is a domain folder)", exit_code=2)
+    if data is not None and inputs:
+        raise MunitError(f"pass the data root once: --data {data} or a positional ROOT, not both", exit_code=2)
+    if src is not None:
+        if len(inputs) > 1:
+            raise MunitError(f"with --src/--tgt pass one data ROOT, got {len(inputs)} paths: {' '.join(inputs)}",
+                             exit_code=2)
+        return _named_domains(data if data is not None else (Path(inputs[0]) if inputs else None), src, tgt)
+    if data is not None:
+        inputs = [str(_require_root(data))]
+    if not inputs:
+        raise MunitError("pass domain folders (munit data check dogs/ cats/), a data ROOT, or --data ROOT --src A "
+                         "--tgt B as for train", exit_code=2)
+    return _folder_domains(inputs)
+
+
+def domains_from_args(inputs: list[str], src: str | None, tgt: str | None, data: Path | None = None) -> list[DomainReport]:
+    """The domains of select_domains (for callers that need no training hint)."""
+    return select_domains(inputs, src, tgt, data).domains
 
 
 def default_workers() -> int:

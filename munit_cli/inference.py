@@ -9,24 +9,24 @@ from __future__ import annotations
 
 import collections
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from munit_cli import __version__
-from munit_cli.atomic import remove_stale_temps
-from munit_cli.checkpoint import FORMAT_VERSION, GeneratorBundle, load_tensors, parse_info, save_tensors
+from munit_cli.checkpoint import GeneratorBundle
 from munit_cli.errors import MunitError
-from munit_cli.images import (DEFAULT_MAX_PIXELS, ImageError, discover_images, load_rgb, make_grid, resize_shorter,
-                              save_image, to_tensor, to_uint8)
+from munit_cli.images import DEFAULT_MAX_PIXELS, ImageError, discover_images, load_rgb, make_grid, resize_shorter, to_tensor, to_uint8
 from munit_cli.models import Generator, random_styles
-from munit_cli.seeds import stable_seed
+from munit_cli.naming import Job, output_path, plan_jobs  # noqa: F401  (re-exported: the file-run API)
+from munit_cli.outputs import Event, OrderedWriter, Summary, WorkItem, plan_outputs
 from munit_cli.runtime import autocast, channels_last_ok, speed_settings
+from munit_cli.styles import (StyleBank, StyleOptions, interpolate_styles, load_style_bank,  # noqa: F401
+                              per_image_seed, random_bank, save_style_bank)
 
 AUTO_BATCH_PIXELS = 8 * 256 * 256  # --batch-size auto: 8 styles at 256 px, fewer for larger images
 
@@ -84,78 +84,6 @@ def resolve_direction(bundle: GeneratorBundle, to: str | None, direction: str | 
             raise MunitError(f"--to {to} contradicts --direction {direction}: pass only one", exit_code=2)
         pair = by_to
     return pair or ("a", "b")
-
-
-# --- style codes ------------------------------------------------------------------------
-
-def per_image_seed(seed: int, index: int) -> int:
-    """A stable 63-bit seed for input `index` of a --per-image run (independent of PYTHONHASHSEED)."""
-    return stable_seed("style", seed, index)
-
-
-@dataclass
-class StyleBank:
-    """The style codes of a run and where they came from."""
-
-    codes: Tensor  # (N, style_dim, 1, 1) float32 on CPU
-    sources: list[str]  # per code, the JSON `style_source`: "random", "reference:PATH", "file:PATH" ...
-    seed: int | None = None  # random codes: the seed they were drawn from
-    truncation: float = 1.0  # random codes: scale toward 0
-    per_image: bool = False  # random codes: fresh codes per input, seeded from (seed, index)
-    domain: str | None = None  # styles file: the domain it was made for
-
-    def __len__(self) -> int:
-        return self.codes.shape[0]
-
-    def grid_source(self) -> str:
-        """`style_source` of a contact sheet: the common source, or "mixed"."""
-        return self.sources[0] if len(set(self.sources)) == 1 else "mixed"
-
-    def for_input(self, index: int) -> tuple[Tensor, int | None]:
-        """(codes (N, style_dim, 1, 1), seed) used for input number `index`."""
-        if not self.per_image:
-            return self.codes, self.seed
-        seed = per_image_seed(self.seed, index)
-        return random_styles(len(self), self.codes.shape[1], seed, self.truncation), seed
-
-
-def random_bank(n: int, style_dim: int, seed: int, truncation: float = 1.0, per_image: bool = False) -> StyleBank:
-    if n < 1:
-        raise MunitError(f"--num-styles must be >= 1, got {n}", exit_code=2)
-    return StyleBank(random_styles(n, style_dim, seed, truncation), ["random"] * n, seed, truncation, per_image)
-
-
-def interpolate_styles(s0: Tensor, s1: Tensor, steps: int) -> Tensor:
-    """`steps` codes on the line from s0 to s1, both ends included: (steps, style_dim, 1, 1)."""
-    if steps < 2:
-        raise MunitError(f"--steps must be >= 2, got {steps}", exit_code=2)
-    t = torch.linspace(0, 1, steps).view(-1, 1, 1, 1)
-    return (1 - t) * s0.view(1, -1, 1, 1) + t * s1.view(1, -1, 1, 1)
-
-
-def save_style_bank(path: Path | str, codes: Tensor, domain: str, source: str, seed: int | None, **extra: str) -> None:
-    """Write a `styles` file: tensor `styles` (N, style_dim) float32 plus metadata."""
-    codes = codes.detach().float().flatten(1)  # (N, style_dim)
-    meta = {"format_version": str(FORMAT_VERSION), "kind": "styles", "domain": domain,
-            "style_dim": str(codes.shape[1]), "source": source, "seed": "" if seed is None else str(seed),
-            "munit_version": __version__, **extra}
-    save_tensors(path, {"styles": codes}, meta)
-
-
-def load_style_bank(path: Path | str, style_dim: int) -> StyleBank:
-    """Read a `styles` file written by sample-styles and check it fits a model's style_dim."""
-    info = parse_info(path)
-    if info.kind != "styles":
-        raise MunitError(f"{str(path)!r} is a {info.kind} checkpoint, not a styles file: make one with `munit sample-styles --out`")
-    codes = load_tensors(path).get("styles")
-    if codes is None or codes.dim() != 2 or codes.shape[0] < 1:
-        raise MunitError(f"styles file {str(path)!r} has no (N, style_dim) tensor 'styles': re-create it with `munit sample-styles`")
-    if codes.shape[1] != style_dim:
-        raise MunitError(f"styles file {str(path)!r} has style_dim {codes.shape[1]} but the model expects {style_dim}: "
-                         "use a styles file made for this model")
-    seed = info.meta.get("seed", "")
-    return StyleBank(codes.float().view(-1, style_dim, 1, 1), [f"file:{path}"] * codes.shape[0],
-                     int(seed) if seed.lstrip("-").isdigit() else None, domain=info.meta.get("domain") or None)
 
 
 # --- tensors ----------------------------------------------------------------------------
@@ -257,65 +185,44 @@ def preview_grid(tr: Translator, images: list[Tensor], s_b: Tensor) -> Image.Ima
     return make_grid([[x, *u8_to_unit(tr.translate(x, s_b))] for x in images])
 
 
+
+# --- style banks --------------------------------------------------------------------------
+
+def make_bank(tr: Translator, opts: StyleOptions, *, size: int | None,
+              max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[StyleBank, list[str]]:
+    """The StyleBank `opts` choose (checked by opts.check()) for `tr`'s target, plus a warning
+    line when a styles file was made for the other domain."""
+    if opts.refs:
+        return reference_bank(tr, discover_images(list(opts.refs)), size, max_pixels, mean=opts.mean), []
+    if opts.style_file:
+        bank = load_style_bank(opts.style_file, tr.style_dim)
+        target = tr.bundle.info.domains["ab".index(tr.tgt)]
+        if bank.domain and bank.domain not in (target, tr.tgt):
+            return bank, [f"styles file {str(opts.style_file)!r} was made for domain {bank.domain!r} "
+                          f"but the target is {target!r}"]
+        return bank, []
+    return random_bank(opts.n, tr.style_dim, opts.seed, opts.truncation, opts.per_image), []
+
+
+def sample_codes(tr: Translator | None, opts: StyleOptions, style_dim: int, *, steps: int, size: int | None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Tensor, str, int | None]:
+    """The codes `munit sample-styles` writes: (codes (N, style_dim, 1, 1), source, seed or None).
+    References need `tr` (its target is the styles' domain)."""
+    if opts.refs:
+        refs = discover_images(list(opts.refs))
+        if opts.interpolate and len(refs) != 2:
+            raise MunitError(f"--interpolate needs exactly two --from images, got {len(refs)}", exit_code=2)
+        codes = reference_bank(tr, refs, size, max_pixels).codes
+        source = ("interpolate:" if opts.interpolate else "references:") + ",".join(str(p) for p in refs)
+    else:
+        codes = random_styles(2 if opts.interpolate else opts.n, style_dim, opts.seed, opts.truncation)
+        source = "interpolate:random" if opts.interpolate else "random"
+    if opts.interpolate:
+        codes = interpolate_styles(codes[0], codes[1], steps)  # (steps, style_dim, 1, 1)
+    return codes, source, None if opts.refs else opts.seed
+
+
 # --- files ------------------------------------------------------------------------------
-
-@dataclass
-class Job:
-    path: Path  # input image
-    stem: Path  # output name without suffix, relative to the output folder
-
-
-def plan_jobs(items: Iterable[str], exclude: Path | None = None) -> list[Job]:
-    """Discover input images (files, folders, globs); outputs keep the sub-folder layout of a
-    folder input. Images found under `exclude` (the output folder) by a folder or glob are
-    left out, so a rerun does not translate its own outputs; duplicates count once."""
-    jobs: list[Job] = []
-    seen: set[Path] = set()
-    stems: dict[Path, Path] = {}
-    exclude = exclude.resolve() if exclude is not None else None
-    for item in items:
-        root = Path(item)
-        for f in discover_images([item]):
-            real = f.resolve()
-            if real in seen or (exclude is not None and not root.is_file() and real.is_relative_to(exclude)):
-                continue
-            seen.add(real)
-            stem = f.relative_to(root).with_suffix("") if root.is_dir() else Path(f.stem)
-            if stem in stems:
-                raise MunitError(f"inputs {str(stems[stem])!r} and {str(f)!r} would write the same outputs "
-                                 f"({stem}_00 ...): rename one or translate them into different --outdir folders")
-            stems[stem] = f
-            jobs.append(Job(f, stem))
-    if not jobs:
-        raise MunitError("no input images to translate (all inputs are inside the output folder?)")
-    return jobs
-
-
-@dataclass
-class Event:
-    """One thing translate_files did, reported in input order."""
-
-    kind: str  # "output" (a file was written) | "done" (an input finished) | "failed" (an input was skipped)
-    input: Path
-    output: Path | None = None
-    style_index: int | None = None  # None for a grid
-    style_source: str | None = None
-    seed: int | None = None
-    message: str = ""  # "failed": the one-line reason
-
-
-@dataclass
-class Summary:
-    inputs: int
-    written: int = 0
-    skipped: int = 0  # existing outputs left as they were
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def output_path(outdir: Path, stem: Path, k: int | None, ext: str) -> Path:
-    """`{stem}_{k:02d}.{ext}` for style k, `{stem}_grid.{ext}` for the contact sheet."""
-    return outdir / stem.parent / f"{stem.name}_{'grid' if k is None else f'{k:02d}'}.{ext}"
-
 
 def _prefetch(fn: Callable, items: list, workers: int) -> Iterator[tuple[object, object]]:
     """Yield (item, fn(item) or the ImageError it raised) in order, computed `workers` threads
@@ -343,76 +250,67 @@ def _prefetch(fn: Callable, items: list, workers: int) -> Iterator[tuple[object,
             yield it, fut.result()
 
 
+def _load_item(item: WorkItem, size: int | None, max_pixels: int) -> Tensor:
+    return load_input(item.job.path, size, max_pixels)
+
+
+def _rgb(u8: Tensor) -> Image.Image:
+    """uint8 (H, W, 3) -> RGB image (made on a writer thread)."""
+    return Image.fromarray(u8.numpy(), "RGB")
+
+
+def _sheet(cells: list[Tensor]) -> Image.Image:
+    return make_grid([cells])
+
+
+def _ignore(event: Event) -> None:
+    pass
+
+
+def _translate_item(tr: Translator, item: WorkItem, x_a: Tensor, bank: StyleBank, writer: OrderedWriter) -> str | None:
+    """Decode one input's missing outputs into `writer`; the reason if it ran out of memory."""
+    s_b, seed = bank.for_input(item.index)
+    ks = item.styles_to_decode(len(bank))
+    outs: list[Tensor] = []
+    try:
+        c_a = tr.content(x_a)
+        for start, u8 in tr.decode(c_a, s_b[ks], tuple(x_a.shape[-2:])):
+            for j, k in enumerate(ks[start:start + u8.shape[0]]):
+                path = item.outputs.get(k)
+                if path is not None:
+                    writer.write(partial(_rgb, u8[j]), path,
+                                 Event("output", item.job.path, path, k, bank.sources[k], seed))
+            outs.append(u8)
+    except torch.OutOfMemoryError:
+        return (f"out of memory translating {str(item.job.path)!r} at {x_a.shape[2]}x{x_a.shape[1]}: "
+                "use a smaller --size or --batch-size")
+    if item.grid is not None:
+        cells = [x_a, *u8_to_unit(torch.cat(outs))]
+        writer.write(partial(_sheet, cells), item.grid,
+                     Event("output", item.job.path, item.grid, None, bank.grid_source(), seed))
+    return None
+
+
 def translate_files(tr: Translator, jobs: list[Job], bank: StyleBank, outdir: Path, *, ext: str = "png",
                     grid: bool = False, overwrite: bool = False, size: int | None = None,
                     max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 2,
                     report: Callable[[Event], None] | None = None) -> Summary:
     """Translate every job's image with every style of `bank` and write the outputs atomically.
     Existing outputs are skipped unless `overwrite`; an unusable input is reported and skipped."""
-    report = report or (lambda e: None)
-    summary = Summary(inputs=len(jobs))
-    n = len(bank)
-    work: list[tuple[int, Job, list[int], bool]] = []  # (input index, job, style indices to write, grid?)
-    planned: dict[Path, set[str]] = {}  # folder -> output names, to sweep temp files of a killed run
-    for i, job in enumerate(jobs):
-        for k in [*range(n), *([None] if grid else [])]:
-            p = output_path(outdir, job.stem, k, ext)
-            planned.setdefault(p.parent, set()).add(p.name)
-        todo = [k for k in range(n) if overwrite or not output_path(outdir, job.stem, k, ext).exists()]
-        need_grid = grid and (overwrite or not output_path(outdir, job.stem, None, ext).exists())
-        summary.skipped += n - len(todo) + (grid and not need_grid)
-        if todo or need_grid:
-            work.append((i, job, todo, need_grid))
-        else:
-            report(Event("done", job.path))
-    for folder, names in planned.items():
-        if folder.is_dir():
-            remove_stale_temps(folder, names)
-    pending: collections.deque[tuple[Future | None, Event]] = collections.deque()
-
-    def drain(block: bool) -> None:
-        while pending and (block or len(pending) > 64 or pending[0][0] is None or pending[0][0].done()):
-            fut, event = pending.popleft()
-            if fut is not None:
-                fut.result()  # re-raises a failed write (e.g. disk full)
-                summary.written += 1
-            report(event)
-
-    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="munit-write") as writer:
-        def write(img_fn: Callable[[], Image.Image], path: Path, event: Event) -> None:
-            pending.append((writer.submit(lambda: save_image(img_fn(), path)), event))
-
-        loaded = _prefetch(lambda w: load_input(w[1].path, size, max_pixels), work, workers)
-        for (i, job, todo, need_grid), x_a in loaded:
-            if isinstance(x_a, ImageError):
-                summary.failed.append((job.path, str(x_a)))
-                pending.append((None, Event("failed", job.path, message=str(x_a))))
-                drain(False)
-                continue
-            s_b, seed = bank.for_input(i)
-            ks = list(range(n)) if need_grid else todo
-            outs: list[Tensor] = []
-            try:
-                c_a = tr.content(x_a)
-                for start, u8 in tr.decode(c_a, s_b[ks], tuple(x_a.shape[-2:])):
-                    for j, k in enumerate(ks[start:start + u8.shape[0]]):
-                        if k in todo:
-                            path = output_path(outdir, job.stem, k, ext)
-                            write(lambda a=u8[j]: Image.fromarray(a.numpy(), "RGB"), path,
-                                  Event("output", job.path, path, k, bank.sources[k], seed))
-                    outs.append(u8)
-                    drain(False)
-            except torch.OutOfMemoryError:
-                msg = (f"out of memory translating {str(job.path)!r} at {x_a.shape[2]}x{x_a.shape[1]}: "
-                       "use a smaller --size or --batch-size")
-                summary.failed.append((job.path, msg))
-                pending.append((None, Event("failed", job.path, message=msg)))
-                continue
-            if need_grid:
-                path = output_path(outdir, job.stem, None, ext)
-                cells = [x_a, *u8_to_unit(torch.cat(outs))]
-                write(lambda c=cells: make_grid([c]), path, Event("output", job.path, path, None, bank.grid_source(), seed))
-            pending.append((None, Event("done", job.path)))
-            drain(False)
-        drain(True)
+    report = report or _ignore
+    plan = plan_outputs(jobs, len(bank), outdir, ext, grid=grid, overwrite=overwrite)
+    summary = Summary(inputs=len(jobs), skipped=plan.skipped)
+    for job in plan.complete:
+        report(Event("done", job.path))
+    plan.sweep_stale_temps()
+    load = partial(_load_item, size=size, max_pixels=max_pixels)
+    with OrderedWriter(workers, report) as writer:
+        for item, x_a in _prefetch(load, plan.work, workers):
+            failure = str(x_a) if isinstance(x_a, ImageError) else _translate_item(tr, item, x_a, bank, writer)
+            if failure:
+                summary.failed.append((item.job.path, failure))
+                writer.note(Event("failed", item.job.path, message=failure))
+            else:
+                writer.note(Event("done", item.job.path))
+    summary.written = writer.written
     return summary

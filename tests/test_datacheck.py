@@ -160,3 +160,46 @@ def test_core_helpers(tmp_path):
     rep = check_domains(doms, on_start=seen.append, on_file=lambda c: seen.append(c.path.name), workers=2)
     assert seen[0] == 2 and sorted(seen[1:]) == ["x.png", "y.jpg"]
     assert rep.problems() == []
+
+
+# --- train's flags and roots holding domain folders ------------------------------------------
+
+def test_one_root_with_two_domain_folders_checks_each(seeded):
+    code, rep, err = _check(seeded)
+    assert code == 0 and [d["name"] for d in rep["domains"]] == ["cats", "dogs"]
+    assert [d["readable"] for d in rep["domains"]] == [4, 14]  # not one domain of 18 images
+    assert rep["train"] == ["--data", str(seeded), "--src", "cats", "--tgt", "dogs"]
+    assert "holds 2 domain folders (cats, dogs)" in err
+    r = runner.invoke(app, ["data", "check", str(seeded), "--image-size", "64"])
+    assert r.exit_code == 0 and f"training can proceed: munit train --data {seeded} --src cats --tgt dogs" in r.stdout
+
+
+def test_data_flag_like_train_and_afhq_root_alone(tmp_path):
+    afhq = tmp_path / "afhq"
+    for i, name in enumerate(("cat", "dog", "wild")):
+        make_domain(afhq / "train" / name, 2 + i, seed=i)
+    make_domain(afhq / "val" / "cat", 1, seed=9)
+    code, rep, _ = _check("--data", afhq, "--src", "dog", "--tgt", "cat")
+    assert code == 0 and [(d["name"], d["readable"]) for d in rep["domains"]] == [("dog", 3), ("cat", 2)]
+    assert rep["train"] == ["--data", str(afhq), "--src", "dog", "--tgt", "cat"]
+    assert _check(afhq, "--src", "dog", "--tgt", "cat")[1]["domains"] == rep["domains"]  # the positional form too
+    code, rep, _ = _check("--data", afhq)
+    assert code == 0 and [d["name"] for d in rep["domains"]] == ["cat", "dog", "wild"]
+    r = runner.invoke(app, ["data", "check", str(afhq), "--image-size", "64"])
+    assert r.exit_code == 0 and "any two of the 3 domains, e.g. munit train --data" in r.stdout
+
+
+def test_single_domain_folder_says_training_needs_two(seeded):
+    r = runner.invoke(app, ["data", "check", str(seeded / "dogs"), "--image-size", "64"])
+    assert r.exit_code == 0 and "training can proceed" not in r.stdout and "needs a second one" in r.stdout
+    assert _check(seeded / "dogs")[1]["train"] is None
+
+
+def test_data_flag_usage_errors(tmp_path):
+    make_domain(tmp_path / "dog", 1, seed=1)
+    r = runner.invoke(app, ["data", "check", str(tmp_path), "--data", str(tmp_path), "--src", "dog", "--tgt", "dog"])
+    assert r.exit_code == 2 and "once" in r.stderr
+    r = runner.invoke(app, ["data", "check", "--data", str(tmp_path / "nope"), "--src", "dog", "--tgt", "cat"])
+    assert r.exit_code == 1 and "data root" in r.stderr
+    r = runner.invoke(app, ["data", "check", "--data", str(tmp_path / "nope")])
+    assert r.exit_code == 1 and "data root" in r.stderr

@@ -61,7 +61,8 @@ def test_n8_writes_8_files_and_seed_decides_bytes(tmp_path, tiny_gen_ckpt, dog):
 
 def test_style_from_equals_decoding_the_reference_style(tmp_path, tiny_gen_ckpt, dog):
     ref = make_image(tmp_path / "ref" / "cat.png", size=(48, 40), seed=9)
-    r = run(dog, "-m", tiny_gen_ckpt, "--style-from", ref, "--size", 40, "--outdir", tmp_path / "o", "--json")
+    r = run(dog, "-m", tiny_gen_ckpt, "--style-from", ref, "--size", 40, "--outdir", tmp_path / "o", "--json",
+            "--precision", "fp32")  # compared with the fp32 computation below (auto may pick bf16)
     assert r.exit_code == 0, r.output
     rec = json.loads(r.stdout)
     assert rec["style_source"] == f"reference:{ref}" and rec["style_index"] == 0 and rec["seed"] is None
@@ -225,11 +226,15 @@ def test_mean_style_ext_and_bad_usage(tmp_path, tiny_gen_ckpt, dog):
     assert r.exit_code == 1 and "does not exist" in r.stderr
 
 
-def test_same_stem_collision_is_refused(tmp_path, tiny_gen_ckpt):
+def test_same_stem_from_two_folders_gets_distinct_names(tmp_path, tiny_gen_ckpt):
+    # (was: refused with exit 1; issue 14: mirrored relative to the folders' common parent)
     a = make_image(tmp_path / "x" / "p.png", seed=1)
     b = make_image(tmp_path / "y" / "p.jpg", seed=2, fmt="JPEG")
-    r = run(a, b, "-m", tiny_gen_ckpt, "--outdir", tmp_path / "o")
-    assert r.exit_code == 1 and "would write the same outputs" in r.stderr
+    r = run(a, b, "-m", tiny_gen_ckpt, "-n", 1, "--outdir", tmp_path / "o", "--json")
+    assert r.exit_code == 0, r.output
+    assert [(Path(x["input"]).name, Path(x["output"]).relative_to(tmp_path / "o").as_posix())
+            for x in map(json.loads, r.stdout.splitlines())] == [("p.png", "x/p_00.png"), ("p.jpg", "y/p_00.png")]
+    assert (tmp_path / "o" / "x" / "p_00.png").read_bytes() != (tmp_path / "o" / "y" / "p_00.png").read_bytes()
 
 
 def test_bf16_on_cpu_close_to_fp32(tmp_path, tiny_gen_ckpt, dog):
@@ -341,3 +346,23 @@ def test_cuda_matches_cpu(tmp_path, tiny_gen_ckpt, dog):
     for k in range(4):
         diff = np.abs(pixels(tmp_path / "c" / f"dog_{k:02d}.png") - pixels(tmp_path / "g" / f"dog_{k:02d}.png"))
         assert diff.max() <= 2 and diff.mean() < 0.1
+
+
+def test_style_options_checked_in_one_place():
+    from munit_cli.styles import StyleOptions
+
+    for bad, needle in ((StyleOptions(style="fancy"), "unknown --style"),
+                        (StyleOptions(refs=("r.png",), style_file=Path("s.safetensors")), "alternatives"),
+                        (StyleOptions(num_styles=0), "--num-styles must be >= 1"),
+                        (StyleOptions(truncation=-1.0), "--truncation must be >= 0")):
+        with pytest.raises(MunitError, match=needle) as e:
+            bad.check()
+        assert e.value.exit_code == 2
+    assert StyleOptions().check() == [] and StyleOptions().n == 8
+    assert StyleOptions(refs=("r.png",), num_styles=3, seed=4).check() == [
+        "-n/--num-styles, --seed ignored: styles come from --style-from"]
+    assert StyleOptions(style_file=Path("s"), per_image=True, mean=True).check() == [
+        "--per-image ignored: styles come from --style-file", "--mean-style ignored: it applies to --style-from references"]
+    assert StyleOptions(refs=("a", "b"), refs_flag="--from", truncation=0.5).check() == [
+        "--truncation ignored: styles come from --from"]
+    assert "-n ignored with --interpolate" in StyleOptions(interpolate=True, num_styles=5).check()[0]
