@@ -138,6 +138,38 @@ def native_precisions(device: torch.device) -> tuple[str, ...]:
     return ("fp32",)
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def system_report() -> dict:
+    """What this machine offers munit: CPU and its bf16 support, GPUs, and what
+    `--precision auto` resolves to on each device, with the reason (`munit info --system`)."""
+    bf = cpu_bf16()
+    cpu_auto = auto_precision(torch.device("cpu"))
+    devices = [{"device": "cpu", "name": _cpu_model(), "auto_precision": cpu_auto.precision,
+                "reason": cpu_auto.reason, "native_precisions": list(native_precisions(torch.device("cpu")))}]
+    for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        dev = torch.device("cuda", i)
+        choice = auto_precision(dev)
+        devices.append({"device": str(dev), "name": torch.cuda.get_device_name(dev), "auto_precision": choice.precision,
+                        "reason": choice.reason, "native_precisions": list(native_precisions(dev))})
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        choice = auto_precision(torch.device("mps"))
+        devices.append({"device": "mps", "name": "Apple GPU", "auto_precision": choice.precision,
+                        "reason": choice.reason, "native_precisions": ["fp32"]})
+    return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16_native": bf.native,
+            "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "default_device": str(resolve_device("auto")), "devices": devices}
+
+
 def check_precision(precision: str, device: torch.device) -> str:
     """Validate a --precision value for `device` and resolve "auto"; returns fp32 | bf16 | fp16."""
     precision = (precision or "auto").strip().lower()

@@ -155,3 +155,18 @@ def test_bench_lists_emulated_bf16_only_when_asked(emulating_cpu):
     assert cfg.resolved_precisions() == ("fp32",)
     peak = bench.machine_peak(CPU, "bf16", 1)  # sized down where emulated: quick however slow bf16 is
     assert peak["conv_gflops"] > 0 and peak["matmul_gflops"] > 0
+
+
+@pytest.mark.parametrize("fixture, want", [("emulating_cpu", "fp32"), ("native_cpu", "bf16")])
+def test_info_system_says_what_auto_picks(request, fixture, want):
+    request.getfixturevalue(fixture)
+    r = CliRunner().invoke(app, ["info", "--system", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    cpu = next(d for d in out["devices"] if d["device"] == "cpu")
+    assert cpu["auto_precision"] == want and cpu["reason"].startswith("CPU:")
+    assert out["cpu_bf16_native"] == (want == "bf16")
+    r = CliRunner().invoke(app, ["info", "--system"])
+    assert r.exit_code == 0 and f"--precision auto -> {want}" in r.stdout
+    r = CliRunner().invoke(app, ["info"])
+    assert r.exit_code == 2 and "--system" in r.stderr

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from munit_cli.describe import PROVENANCE_KEYS, Description, describe
+from munit_cli.errors import MunitError
+from munit_cli.runtime import system_report
 from munit_cli.ui import friendly, print_json
 
 MODEL_KINDS = ("generator", "training", "onnx")  # kinds whose domains / step / size rows are shown
@@ -50,17 +53,39 @@ def _table(d: Description) -> Table:
     return t
 
 
+def _print_system(r: dict, as_json: bool) -> None:
+    if as_json:
+        print_json(r)
+        return
+    print(f"torch {r['torch']}, Python {r['python']}, {r['machine']}, {r['cpus']} CPUs, {r['threads']} torch threads; "
+          f"CPU kernels {r['cpu_capability']}, bf16 {'native' if r['cpu_bf16_native'] else 'emulated'} on the CPU")
+    for d in r["devices"]:
+        default = "  (default --device auto)" if d["device"] == r["default_device"] else ""
+        print(f"{d['device']}: {d['name']}{default}")
+        print(f"  --precision auto -> {d['auto_precision']}: {d['reason']}")
+        print(f"  native precisions: {', '.join(d['native_precisions'])}")
+
+
 @friendly
 def info(
-    path: Path = typer.Argument(..., metavar="PATH", help="A munit .safetensors file (training, generator, styles "
-                                                          "or classifier), a run folder or an ONNX export folder."),
+    path: Optional[Path] = typer.Argument(None, metavar="PATH", help="A munit .safetensors file (training, generator, "
+                                          "styles or classifier), a run folder or an ONNX export folder."),
+    system: bool = typer.Option(False, "--system", metavar="", help="Describe this machine instead: devices, bf16 "
+                                "support, and what --precision auto picks on each, and why."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object instead of a table."),
 ) -> None:
     """Show what a checkpoint, style bank, classifier or ONNX export holds and where it came
-    from, without loading its tensors.
+    from, without loading its tensors; or, with --system, what this machine offers.
 
-    Example: munit info runs/dog2cat/checkpoints/latest.safetensors --json
+    Examples: munit info runs/dog2cat/checkpoints/latest.safetensors --json
+
+      munit info --system
     """
+    if system:
+        _print_system(system_report(), as_json)
+        return
+    if path is None:
+        raise MunitError("pass a PATH to describe, or --system", exit_code=2)
     d = describe(path)
     if as_json:
         print_json(d.to_dict())
