@@ -154,12 +154,36 @@ class TrainConfig:
                f"comma-separated, each of {', '.join(DIFFAUG_OPS)} at most once (\"\" = off)")
 
 
-PRESETS = ("munit", "small", "tiny")
+PRESETS = ("munit", "small", "tiny", "animals")
+
+ANIMALS_DOC = """`animals`: NVIDIA imaginaire's improved-MUNIT recipe for dog <-> cat
+(configs/projects/munit/afhq_dog2cat/ampO1.yaml, SPEC section 6) at the `small` size.
+
+Differences from the paper (`munit`): hinge loss (paper LSGAN); spectral norm on the G
+encoder/decoder convs and on D; a global residual D, one score per image (paper: 3-scale
+patch D); AdaIN in the two upsampling convs too (paper: LayerNorm); pre-activation residual
+blocks; Adam lr 1e-4 for G and 4e-4 for D, constant, no weight decay (paper: 1e-4 both,
+halved every 100k steps, weight decay 1e-4); image recon weight 0.1 (paper 10); orthogonal
+init, gain 1 (paper: kaiming G, N(0, 0.02) D); EMA from step 1000; dim 32 at 128 px
+(paper: 64 at 256).
+
+Differences from imaginaire: dim 32 / 128 px / 5 D blocks (imaginaire: G dim 64, 256 px,
+6 D blocks; D base 32 and max 512 as there); batch 1 and 100k steps on a CPU (imaginaire:
+16 per GPU x 8 GPUs, 200k steps, AMP); EMA beta 0.999 with our warm-up (imaginaire 0.9999,
+plain from step 1000) because runs are short, and the EMA averages the raw weights and
+copies the power-iteration vectors (imaginaire averages the normalised weights); the decoder
+keeps its tanh output (imaginaire: none); all AdaIN parameters come from the MLP's last
+linear layer, which equals imaginaire's per-layer linear map of the 256-d style feature
+(orthogonal init per layer, std bias 1 for imaginaire's `1 + gamma`); the global D averages
+its last map where imaginaire flattens a 1x1 map (the same at power-of-two sizes); photos
+are resized by the shorter side and randomly cropped (imaginaire squashes to 256x256).
+`global` D rather than `both`: the source's choice, for single centred animals; try
+`--dis-kind both`, `--diffaug color,translation,cutout` and `--center-crop` on scenes."""
 
 
 def model_preset(name: str) -> ModelConfig:
     """`munit`: the paper. `small`: dim 32 at 128 px (a quarter of the per-pixel FLOPs),
-    for CPUs and demos. `tiny`: a few channels at 32 px, for tests."""
+    for CPUs and demos. `tiny`: a few channels at 32 px, for tests. `animals`: see ANIMALS_DOC."""
     if name == "munit":
         return ModelConfig()
     if name == "small":
@@ -170,6 +194,10 @@ def model_preset(name: str) -> ModelConfig:
             DisConfig(dim=8, n_layer=3, num_scales=2),
             image_size=32,
         )
+    if name == "animals":
+        return ModelConfig(GenConfig(dim=32, weight_norm="spectral", up_norm="adain", res_block="pre"),
+                           DisConfig(dim=32, kind="global", weight_norm="spectral", gan_type="hinge", pad_type="zero"),
+                           image_size=128)
     raise MunitError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}", exit_code=2)
 
 
@@ -181,10 +209,35 @@ def train_preset(name: str) -> TrainConfig:
         return TrainConfig(iters=100_000, lr_step=50_000, save_every=1000, sample_every=1000, log_every=20)
     if name == "tiny":
         return TrainConfig(iters=200, lr_step=100_000, save_every=100, sample_every=100, log_every=10, workers=0, display_size=2)
+    if name == "animals":  # see ANIMALS_DOC
+        return TrainConfig(iters=100_000, lr=1e-4, lr_dis=4e-4, lr_policy="constant", weight_decay=0.0, recon_x_w=0.1,
+                           recon_c_w=1.0, recon_s_w=1.0, recon_x_cyc_w=0.0, vgg_w=0.0, init="orthogonal", ema=True,
+                           ema_start=1000, save_every=1000, sample_every=1000, log_every=20)
     raise MunitError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}", exit_code=2)
 
 
 # --- JSON round trip ------------------------------------------------------------------
+
+def architecture_differences(have: ModelConfig, want: ModelConfig, with_dis: bool) -> list[str]:
+    """Fields in which `want` builds other networks than `have` ("gen.dim 32 != 64"): every
+    gen field, and with `with_dis` every dis field but the loss and the global D's depth."""
+    out = [f"gen.{f.name} {getattr(have.gen, f.name)!r} != {getattr(want.gen, f.name)!r}" for f in fields(GenConfig)
+           if getattr(have.gen, f.name) != getattr(want.gen, f.name)]
+    if with_dis:
+        out += [f"dis.{f.name} {getattr(have.dis, f.name)!r} != {getattr(want.dis, f.name)!r}" for f in fields(DisConfig)
+                if f.name != "gan_type" and getattr(have.dis, f.name) != getattr(want.dis, f.name)]
+        if want.dis.kind != "patch" and global_blocks(have.image_size) != global_blocks(want.image_size):
+            out.append(f"image_size {have.image_size} != {want.image_size} (depth of the global D)")
+    return out
+
+
+def global_blocks(image_size: int) -> int:
+    """Residual blocks of the global D: halve the image until the map is 4 to 7 pixels."""
+    n = 0
+    while image_size >> (n + 1) >= 4:
+        n += 1
+    return max(1, n)
+
 
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)

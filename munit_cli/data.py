@@ -112,10 +112,21 @@ def scan_domain(root: Path | None, name: str, display_size: int, max_pixels: int
     return Domain(Path(name).name, folder, files, display, bad, large)
 
 
+def center_fraction(img: Image.Image, fraction: float) -> Image.Image:
+    """The central `fraction` of each side (1 = the whole image)."""
+    if fraction >= 1:
+        return img
+    w, h = img.size
+    cw, ch = max(1, round(w * fraction)), max(1, round(h * fraction))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return img.crop((left, top, left + cw, top + ch))
+
+
 def load_training_image(path: Path, size: int, gen: torch.Generator, resize: int | None = None,
-                        max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
-    """SPEC section 3: resize the shorter side, random crop, random horizontal flip, [-1, 1]."""
-    img = load_rgb(path, max_pixels=max_pixels)
+                        max_pixels: int = DEFAULT_MAX_PIXELS, center_crop: float = 1.0) -> Tensor:
+    """SPEC section 3: resize the shorter side, random crop, random horizontal flip, [-1, 1].
+    `center_crop` < 1 first keeps that central fraction of each side (whole-animal photos)."""
+    img = center_fraction(load_rgb(path, max_pixels=max_pixels), center_crop)
     img = resize_shorter(img, max(size, resize or size))
     nw, nh = img.size
     top = int(torch.randint(0, nh - size + 1, (1,), generator=gen))
@@ -130,10 +141,11 @@ class TrainImages(Dataset):
     """Indexed by (file index, augmentation seed); an unreadable file is replaced by the next
     readable one and counted, never raised."""
 
-    def __init__(self, files: list[Path], size: int, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, files: list[Path], size: int, max_pixels: int = DEFAULT_MAX_PIXELS, center_crop: float = 1.0):
         self.files = files
         self.size = size
         self.max_pixels = max_pixels
+        self.center_crop = center_crop
 
     def __len__(self) -> int:
         return len(self.files)
@@ -144,7 +156,8 @@ class TrainImages(Dataset):
         for skipped in range(len(self.files)):
             path = self.files[(idx + skipped) % len(self.files)]
             try:
-                return load_training_image(path, self.size, gen, max_pixels=self.max_pixels), skipped
+                return load_training_image(path, self.size, gen, max_pixels=self.max_pixels,
+                                           center_crop=self.center_crop), skipped
             except ImageError:
                 continue
         raise MunitError("no image of this domain could be decoded: check the data with `munit data check`")
@@ -176,11 +189,11 @@ class StreamSampler(Sampler):
 
 def make_stream(files: list[Path], size: int, batch_size: int, seed: int, domain: str, start: int,
                 workers: int, pin_memory: bool, rank: int = 0, world: int = 1,
-                max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[tuple[Tensor, Tensor]]:
+                max_pixels: int = DEFAULT_MAX_PIXELS, center_crop: float = 1.0) -> Iterator[tuple[Tensor, Tensor]]:
     """An endless iterator of (images (B, 3, size, size), skipped-file counts (B,))."""
     sampler = StreamSampler(len(files), seed, domain, start, rank, world)
     loader = DataLoader(
-        TrainImages(files, size, max_pixels), batch_size=batch_size, sampler=sampler, num_workers=workers,
+        TrainImages(files, size, max_pixels, center_crop), batch_size=batch_size, sampler=sampler, num_workers=workers,
         pin_memory=pin_memory, drop_last=True, persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
     )

@@ -23,6 +23,7 @@ from munit_cli.checkpoint import CheckpointInfo, GeneratorBundle, file_size, loa
 from munit_cli.config import to_dict
 from munit_cli.errors import MunitError
 from munit_cli.inference import require_direction, resolve_direction
+from munit_cli.layers import bake_spectral_norm
 from munit_cli.models import Generator
 from munit_cli.weights import resolve_model
 
@@ -174,6 +175,8 @@ def export_onnx(source: Path, out: Path, direction: str | None, ema: bool = True
     if src.keys is None:
         raise MunitError("--format onnx exports one direction: add --direction a2b or b2a", exit_code=2)
     info, (s, t) = src.info, src.keys
+    for gen in src.bundle.gens.values():
+        bake_spectral_norm(gen)  # eval-mode spectral norm as plain weights: ONNX has no vdot
     enc_c, gen_t = src.bundle.gens[s].enc_content, src.bundle.gens[t]
     g = info.model.gen
     rng = torch.Generator().manual_seed(0)

@@ -1,4 +1,5 @@
-"""Building blocks of MUNIT: conv block, residual blocks, AdaIN, the reference LayerNorm, MLP.
+"""Building blocks of MUNIT: conv block, residual blocks, AdaIN, the reference LayerNorm, MLP,
+spectral normalisation.
 
 AdaIN parameters are passed functionally (never stored on modules), so a decoder can be
 called twice in one graph, under DDP or under torch.compile.
@@ -12,6 +13,8 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
 
 EPS = 1e-5
 
@@ -102,15 +105,16 @@ def upsample_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
     k, mode = conv.kernel_size[0], conv.padding_mode
     p = (k - 1) // 2
     h, w = x.shape[-2:]
+    kernel = conv.weight  # read once: under spectral norm every read recomputes it (and, training, iterates)
     plain = (conv.kernel_size != (k, k) or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1
              or conv.padding != (p, p) or k % 2 == 0 or min(h, w) < p or torch.onnx.is_in_onnx_export())
     if plain:  # the direct form: unusual convs, tiny inputs, and ONNX graphs (which must not bake in sizes)
         return conv2d(conv, F.interpolate(x, scale_factor=2.0, mode="nearest"))
     with _no_autocast(x.device):  # tap sums in >= fp32; autocast casts the result
-        dtype = torch.promote_types(conv.weight.dtype, torch.float32)
-        m = _phase_taps(k).to(conv.weight.device, dtype)
-        weight = torch.einsum("ayj,bxi,ocji->oabcyx", m, m, conv.weight.to(dtype))  # (Cout, 2, 2, Cin, T, T)
-        weight = weight.reshape(-1, *weight.shape[3:]).to(conv.weight.dtype)  # (4 Cout, Cin, T, T)
+        dtype = torch.promote_types(kernel.dtype, torch.float32)
+        m = _phase_taps(k).to(kernel.device, dtype)
+        weight = torch.einsum("ayj,bxi,ocji->oabcyx", m, m, kernel.to(dtype))  # (Cout, 2, 2, Cin, T, T)
+        weight = weight.reshape(-1, *weight.shape[3:]).to(kernel.dtype)  # (4 Cout, Cin, T, T)
     bias = conv.bias.repeat_interleave(4)
     q = (m.shape[1] - 1) // 2
     if mode == "zeros":
@@ -124,10 +128,10 @@ def upsample_conv(x: Tensor, conv: nn.Conv2d) -> Tensor:
     if mode == "reflect" and p > 1:
         n = p - 1  # rows / columns on each side whose window reaches 2 or more pixels into the padding
         up = lambda t: F.interpolate(t, scale_factor=2.0, mode="nearest")  # noqa: E731
-        y[:, :, :n] = F.conv2d(pad(up(x[:, :, :p]), (p, p, p, 0), "reflect")[:, :, :n + 2 * p], conv.weight, conv.bias)
-        y[:, :, -n:] = F.conv2d(pad(up(x[:, :, -p:]), (p, p, 0, p), "reflect")[:, :, -(n + 2 * p):], conv.weight, conv.bias)
-        y[..., :n] = F.conv2d(pad(up(x[..., :p]), (p, 0, p, p), "reflect")[..., :n + 2 * p], conv.weight, conv.bias)
-        y[..., -n:] = F.conv2d(pad(up(x[..., -p:]), (0, p, p, p), "reflect")[..., -(n + 2 * p):], conv.weight, conv.bias)
+        y[:, :, :n] = F.conv2d(pad(up(x[:, :, :p]), (p, p, p, 0), "reflect")[:, :, :n + 2 * p], kernel, conv.bias)
+        y[:, :, -n:] = F.conv2d(pad(up(x[:, :, -p:]), (p, p, 0, p), "reflect")[:, :, -(n + 2 * p):], kernel, conv.bias)
+        y[..., :n] = F.conv2d(pad(up(x[..., :p]), (p, 0, p, p), "reflect")[..., :n + 2 * p], kernel, conv.bias)
+        y[..., -n:] = F.conv2d(pad(up(x[..., -p:]), (0, p, p, p), "reflect")[..., -(n + 2 * p):], kernel, conv.bias)
     return y
 
 
@@ -163,17 +167,21 @@ class LayerNorm(nn.Module):
 
 class ConvBlock(nn.Module):
     """pad -> conv (with bias) -> norm -> activation. `norm` is none | in | ln | adain;
-    an `adain` block takes (x, mean, std)."""
+    an `adain` block takes (x, mean, std). `pre=True` is the pre-activation order
+    norm -> activation -> pad -> conv (the norm then acts on the `cin` input channels)."""
 
     def __init__(self, cin: int, cout: int, k: int, stride: int = 1, norm: str = "none",
-                 activ: str = "relu", pad_type: str = "reflect"):
+                 activ: str = "relu", pad_type: str = "reflect", pre: bool = False):
         super().__init__()
+        if pre and norm == "none":
+            raise ValueError("a pre-activation block needs a norm (an in-place activation would change its input)")
+        self.pre = pre
         pad_mode = {"reflect": "reflect", "replicate": "replicate", "zero": "zeros"}[pad_type]
         # (k - 1) // 2: 7->3, 5->2, 3->1, 1->0, and 4->1 so 4x4 stride-2 maps H to floor(H / 2)
         self.conv = nn.Conv2d(cin, cout, k, stride, padding=(k - 1) // 2, bias=True, padding_mode=pad_mode)
         self.norm_type = norm
         if norm == "ln":
-            self.norm = LayerNorm(cout)
+            self.norm = LayerNorm(cin if pre else cout)
         elif norm == "in":
             self.norm = InstanceNorm()
         elif norm in ("none", "adain"):
@@ -185,21 +193,26 @@ class ConvBlock(nn.Module):
     def forward(self, x: Tensor, mean: Tensor | None = None, std: Tensor | None = None,
                 upsample: bool = False) -> Tensor:
         """`upsample`: nearest x2 first (fused into the conv, see `upsample_conv`)."""
+        if self.pre:  # the norm makes a new tensor, so an in-place activation never touches the input
+            x = self.activ(self._norm(x, mean, std))
+            return upsample_conv(x, self.conv) if upsample else conv2d(self.conv, x)
         x = upsample_conv(x, self.conv) if upsample else conv2d(self.conv, x)
+        return self.activ(self._norm(x, mean, std))
+
+    def _norm(self, x: Tensor, mean: Tensor | None, std: Tensor | None) -> Tensor:
         if self.norm_type == "adain":
-            x = adain(x, mean, std)
-        elif self.norm is not None:
-            x = self.norm(x)
-        return self.activ(x)
+            return adain(x, mean, std)
+        return x if self.norm is None else self.norm(x)
 
 
 class ResBlock(nn.Module):
-    """conv3x3 -> norm -> activ -> conv3x3 -> norm, plus the input; no activation after the add."""
+    """conv3x3 -> norm -> activ -> conv3x3 -> norm, plus the input; no activation after the add.
+    `pre=True`: norm -> activ -> conv3x3 -> norm -> activ -> conv3x3, plus the input."""
 
-    def __init__(self, dim: int, norm: str, activ: str, pad_type: str):
+    def __init__(self, dim: int, norm: str, activ: str, pad_type: str, pre: bool = False):
         super().__init__()
-        self.conv1 = ConvBlock(dim, dim, 3, 1, norm, activ, pad_type)
-        self.conv2 = ConvBlock(dim, dim, 3, 1, norm, "none", pad_type)
+        self.conv1 = ConvBlock(dim, dim, 3, 1, norm, activ, pad_type, pre)
+        self.conv2 = ConvBlock(dim, dim, 3, 1, norm, activ if pre else "none", pad_type, pre)
 
     def forward(self, x: Tensor, adain_params: list[tuple[Tensor, Tensor]] | None = None) -> Tensor:
         if adain_params is None:
@@ -221,3 +234,29 @@ class MLP(nn.Module):
 
     def forward(self, s: Tensor) -> Tensor:
         return self.model(s.flatten(1))
+
+
+def plain(module: nn.Module) -> nn.Module:
+    """Mark a conv / linear that `apply_spectral_norm` leaves alone."""
+    module.plain_weight = True
+    return module
+
+
+def apply_spectral_norm(module: nn.Module) -> nn.Module:
+    """Spectral norm (torch parametrization, one power iteration per training-mode forward,
+    none in eval mode) on every Conv2d / Linear of `module` not marked `plain`. Apply it after
+    the weight init: registration runs 15 power iterations on the weight it finds."""
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and not getattr(m, "plain_weight", False):
+            spectral_norm(m)
+    return module
+
+
+def bake_spectral_norm(module: nn.Module) -> nn.Module:
+    """Replace every spectral-norm parametrization by the weight it gives in eval mode (puts
+    `module` in eval mode): the same outputs, as plain convs, e.g. for ONNX (which has no vdot)."""
+    module.eval()
+    for m in module.modules():
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+    return module

@@ -1,4 +1,5 @@
-"""MUNIT objectives (SPEC section 3): LSGAN terms, L1 reconstructions, perceptual loss."""
+"""MUNIT objectives (SPEC sections 3 and 6): LSGAN, hinge and non-saturating GAN terms, L1
+reconstructions, perceptual loss."""
 
 from __future__ import annotations
 
@@ -16,14 +17,29 @@ def recon(x: Tensor, target: Tensor) -> Tensor:
     return (x - target).abs().mean()
 
 
-def dis_loss(outs_fake: list[Tensor], outs_real: list[Tensor]) -> Tensor:
-    """LSGAN discriminator loss summed over scales: mean(D(fake)^2) + mean((D(real) - 1)^2)."""
-    return sum(f.float().pow(2).mean() + (r.float() - 1).pow(2).mean() for f, r in zip(outs_fake, outs_real))
+def dis_loss(outs_fake: list[Tensor], outs_real: list[Tensor], gan_type: str = "lsgan") -> Tensor:
+    """Discriminator loss summed over D outputs (scales), D(.) being raw scores:
+    lsgan: mean(D(fake)^2) + mean((D(real) - 1)^2);  hinge: mean(relu(1 - D(real))) +
+    mean(relu(1 + D(fake)));  nonsaturating: mean(softplus(-D(real))) + mean(softplus(D(fake)))."""
+    if gan_type == "lsgan":
+        return sum(f.float().pow(2).mean() + (r.float() - 1).pow(2).mean() for f, r in zip(outs_fake, outs_real))
+    if gan_type == "hinge":
+        return sum(F.relu(1 - r.float()).mean() + F.relu(1 + f.float()).mean() for f, r in zip(outs_fake, outs_real))
+    if gan_type == "nonsaturating":
+        return sum(F.softplus(-r.float()).mean() + F.softplus(f.float()).mean() for f, r in zip(outs_fake, outs_real))
+    raise ValueError(f"unknown gan_type {gan_type!r}")
 
 
-def gen_adv_loss(outs_fake: list[Tensor]) -> Tensor:
-    """LSGAN generator loss summed over scales: mean((D(fake) - 1)^2)."""
-    return sum((f.float() - 1).pow(2).mean() for f in outs_fake)
+def gen_adv_loss(outs_fake: list[Tensor], gan_type: str = "lsgan") -> Tensor:
+    """Generator loss summed over D outputs: lsgan mean((D(fake) - 1)^2); hinge -mean(D(fake));
+    nonsaturating mean(softplus(-D(fake)))."""
+    if gan_type == "lsgan":
+        return sum((f.float() - 1).pow(2).mean() for f in outs_fake)
+    if gan_type == "hinge":
+        return sum(-f.float().mean() for f in outs_fake)
+    if gan_type == "nonsaturating":
+        return sum(F.softplus(-f.float()).mean() for f in outs_fake)
+    raise ValueError(f"unknown gan_type {gan_type!r}")
 
 
 class PerceptualLoss(nn.Module):

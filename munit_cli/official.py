@@ -15,14 +15,15 @@ from torch import Tensor
 
 from munit_cli.atomic import refuse_overwrite
 from munit_cli.checkpoint import file_size, load_module, save_generators
-from munit_cli.config import DisConfig, GenConfig, ModelConfig, from_dict
+from munit_cli.config import RECIPE_GEN_FIELDS, DisConfig, GenConfig, ModelConfig, from_dict
 from munit_cli.errors import MunitError
 from munit_cli.models import STYLE_DOWNSAMPLE, Generator, build_generator, count_params
 
 # Buffers the reference stores but never uses: the AdaIN layers' dummy running_mean /
 # running_var, and torch-0.3 instance-norm running statistics.
 DROPPED_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
-GEN_FIELDS = tuple(f.name for f in fields(GenConfig))  # all required in the YAML's gen section
+GEN_FIELDS = tuple(f.name for f in fields(GenConfig))  # understood in the YAML's gen section
+REQUIRED_GEN_FIELDS = tuple(k for k in GEN_FIELDS if k not in RECIPE_GEN_FIELDS)  # the reference's own fields
 
 
 # --- names ------------------------------------------------------------------------------------
@@ -149,7 +150,7 @@ def read_reference_config(path: Path) -> tuple[ModelConfig, list[str]]:
         if key not in GEN_FIELDS:
             raise MunitError(f"config {str(path)!r}: gen.{key} = {gen[key]!r} is not supported by munit "
                              f"(it understands {', '.join(GEN_FIELDS)})")
-    for key in GEN_FIELDS:
+    for key in REQUIRED_GEN_FIELDS:
         if key not in gen:
             raise MunitError(f"config {str(path)!r}: gen.{key} is missing")
     if "new_size" not in data:

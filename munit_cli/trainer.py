@@ -7,6 +7,12 @@ updated on the detached fakes, then the G losses use the same fakes against the 
 with D's parameters frozen so no D weight gradients are computed. Only the random style
 draw differs from the reference (one draw per step instead of two); the objectives, their
 order and the optimiser updates are unchanged. `shared_fakes=False` is the reference step.
+
+Improved-recipe options (SPEC section 6) change only what their config fields say: the GAN
+objective, DiffAugment on every D input (drawn from `aug_rng`, saved with the RNG state), a
+constant learning rate, orthogonal init, and the EMA start; under spectral norm the EMA
+copies the live nets' power-iteration vectors, as it cannot iterate itself. A warm start
+(`init_from`) loads trained weights and averages at the full EMA beta from step 0.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from torch import Tensor, nn
 
 from munit_cli.checkpoint import flatten_optimizer, module_tensors, load_module, restore_optimizer
 from munit_cli.config import ModelConfig, TrainConfig
+from munit_cli.diffaugment import DiffAugment
 from munit_cli.seeds import stable_seed
 from munit_cli.losses import PerceptualLoss, dis_loss, gen_adv_loss, recon
 from munit_cli.models import Generator, MultiScaleDiscriminator, build_discriminator, build_generator
@@ -54,19 +61,26 @@ class GenPair(nn.Module):
 
 
 class DisPair(nn.Module):
-    """Both discriminators; `forward` returns the LSGAN D loss on (real, fake) for a and b."""
+    """Both discriminators; `forward` returns the D loss on (real, fake) for a and b.
+    `augment` (DiffAugment) transforms every image a discriminator sees, real and fake."""
 
-    def __init__(self, dis_a: MultiScaleDiscriminator, dis_b: MultiScaleDiscriminator):
+    def __init__(self, dis_a: MultiScaleDiscriminator, dis_b: MultiScaleDiscriminator, gan_type: str = "lsgan",
+                 augment: DiffAugment | None = None):
         super().__init__()
-        self.dis_a, self.dis_b = dis_a, dis_b
+        self.dis_a, self.dis_b, self.gan_type, self.augment = dis_a, dis_b, gan_type, augment
+
+    def judge(self, dis: nn.Module, x: Tensor) -> list[Tensor]:
+        """D's outputs on x, augmented first when DiffAugment is on."""
+        return dis(x if self.augment is None else self.augment(x))
 
     def forward(self, x_a: Tensor, x_ba: Tensor, x_b: Tensor, x_ab: Tensor) -> tuple[Tensor, Tensor]:
         n = x_a.shape[0]
-        # fakes and reals in one D call per domain (patch outputs are per-sample)
-        outs_a = self.dis_a(torch.cat([x_ba, x_a]))
-        outs_b = self.dis_b(torch.cat([x_ab, x_b]))
-        loss_a = dis_loss([o[:n] for o in outs_a], [o[n:] for o in outs_a])
-        loss_b = dis_loss([o[:n] for o in outs_b], [o[n:] for o in outs_b])
+        # fakes and reals in one D call per domain (D outputs are per-sample); one DiffAugment
+        # pipeline over the whole batch, each image with its own draw
+        outs_a = self.judge(self.dis_a, torch.cat([x_ba, x_a]))
+        outs_b = self.judge(self.dis_b, torch.cat([x_ab, x_b]))
+        loss_a = dis_loss([o[:n] for o in outs_a], [o[n:] for o in outs_a], self.gan_type)
+        loss_b = dis_loss([o[:n] for o in outs_b], [o[n:] for o in outs_b], self.gan_type)
         return loss_a, loss_b
 
 
@@ -87,15 +101,19 @@ class Trainer:
             train = dataclasses.replace(train, precision=check_precision("auto", device))
         self.model_cfg, self.cfg, self.device, self.rank, self.world = model, train, device, rank, world
         torch.manual_seed(train.seed)  # identical init on every rank
-        self.gen_a, self.gen_b = build_generator(model).to(device), build_generator(model).to(device)
-        self.dis_a, self.dis_b = build_discriminator(model).to(device), build_discriminator(model).to(device)
+        self.gen_a, self.gen_b = (build_generator(model, scheme=train.init).to(device) for _ in "ab")
+        self.dis_a, self.dis_b = (build_discriminator(model, scheme=train.init).to(device) for _ in "ab")
         speed_settings(device)
         self.channels_last = channels_last_ok(device) if channels_last is None else channels_last
         if self.channels_last:
             for m in (self.gen_a, self.gen_b, self.dis_a, self.dis_b):
                 m.to(memory_format=torch.channels_last)
         self.gens = GenPair(self.gen_a, self.gen_b, cycle=train.recon_x_cyc_w > 0)
-        self.dis = DisPair(self.dis_a, self.dis_b)
+        self.aug_rng = None
+        if train.diffaug:
+            self.aug_rng = torch.Generator().manual_seed(stable_seed(train.seed, "diffaug", rank))
+        self.dis = DisPair(self.dis_a, self.dis_b, model.dis.gan_type,
+                           DiffAugment(train.diffaug, self.aug_rng) if train.diffaug else None)
         self.gens_fwd: nn.Module = _ddp(self.gens, device) if world > 1 else self.gens
         self.dis_fwd: nn.Module = _ddp(self.dis, device) if world > 1 else self.dis
         if compile:
@@ -124,7 +142,7 @@ class Trainer:
         return s[0], s[1]
 
     def _set_lr(self) -> None:
-        k = self.cfg.lr_gamma ** (self.step // self.cfg.lr_step)  # halved every lr_step steps
+        k = 1.0 if self.cfg.lr_policy == "constant" else self.cfg.lr_gamma ** (self.step // self.cfg.lr_step)
         for g in self.opt_gen.param_groups:
             g["lr"] = self.cfg.lr * k
         for g in self.opt_dis.param_groups:
@@ -145,10 +163,10 @@ class Trainer:
         return loss_a.detach(), loss_b.detach()
 
     def _gen_losses(self, x_a: Tensor, x_b: Tensor, s_a: Tensor, s_b: Tensor, out: dict[str, Tensor]) -> dict[str, Tensor]:
-        cfg = self.cfg
+        cfg, dis, gan = self.cfg, self.dis, self.model_cfg.dis.gan_type
         L = {
-            "loss_gan_a": gen_adv_loss(self.dis.dis_a(out["x_ba"])),
-            "loss_gan_b": gen_adv_loss(self.dis.dis_b(out["x_ab"])),
+            "loss_gan_a": gen_adv_loss(dis.judge(dis.dis_a, out["x_ba"]), gan),
+            "loss_gan_b": gen_adv_loss(dis.judge(dis.dis_b, out["x_ab"]), gan),
             "loss_recon_x_a": recon(out["x_a_recon"], x_a),
             "loss_recon_x_b": recon(out["x_b_recon"], x_b),
             "loss_recon_s_a": recon(out["s_a_recon"], s_a),
@@ -171,6 +189,7 @@ class Trainer:
 
     def train_step(self, x_a: Tensor, x_b: Tensor) -> dict[str, Tensor]:
         """One D update and one G update. Returns detached loss tensors (no host sync)."""
+        self.gens.train()  # `inference_generators` may have left them in eval mode
         self._set_lr()
         x_a, x_b = self._prep(x_a), self._prep(x_b)
         s_a, s_b = self._styles(x_a.shape[0])
@@ -205,15 +224,26 @@ class Trainer:
     def _update_ema(self) -> None:
         if self.ema_a is None:
             return
-        # warm-up: early on the average follows the weights closely (TF-style num_updates)
-        beta = min(self.cfg.ema_beta, (1 + self.step) / (10 + self.step))
         ema = [*self.ema_a.parameters(), *self.ema_b.parameters()]
         cur = [*self.gen_a.parameters(), *self.gen_b.parameters()]
-        torch._foreach_lerp_(ema, cur, 1.0 - beta)
+        k = self.step - self.cfg.ema_start  # updates since averaging started
+        if self.cfg.init_from:  # warm start: the copies already hold trained weights, so no start delay or warm-up
+            torch._foreach_lerp_(ema, cur, 1.0 - self.cfg.ema_beta)
+        elif k < 0:  # not started: the average is the weights
+            torch._foreach_copy_(ema, cur)
+        else:  # warm-up: early on the average follows the weights closely (TF-style num_updates)
+            beta = min(self.cfg.ema_beta, (1 + k) / (10 + k))
+            torch._foreach_lerp_(ema, cur, 1.0 - beta)
+        ema_buf = [*self.ema_a.buffers(), *self.ema_b.buffers()]  # spectral norm's u, v (none in the paper model)
+        if ema_buf:
+            torch._foreach_copy_(ema_buf, [*self.gen_a.buffers(), *self.gen_b.buffers()])
 
     def inference_generators(self) -> tuple[Generator, Generator]:
-        """EMA generators when kept, else the raw ones (for samples and export)."""
-        return (self.ema_a, self.ema_b) if self.ema_a is not None else (self.gen_a, self.gen_b)
+        """EMA generators when kept, else the raw ones (for samples and export), in eval mode:
+        spectral norm then runs no power iteration, so sampling leaves training untouched."""
+        if self.ema_a is not None:
+            return self.ema_a, self.ema_b
+        return self.gen_a.eval(), self.gen_b.eval()
 
     # --- state <-> checkpoint ------------------------------------------------------------
 
@@ -231,12 +261,14 @@ class Trainer:
         t.update(od)
         t["rng.torch"] = torch.get_rng_state()
         t["rng.style"] = self.style_rng.get_state()
+        if self.aug_rng is not None:
+            t["rng.diffaug"] = self.aug_rng.get_state()
         if self.device.type == "cuda":
             t["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         meta = {
             "opt_gen": og_meta,
             "opt_dis": od_meta,
-            "scheduler": json.dumps({"type": "step", "lr_step": self.cfg.lr_step, "gamma": self.cfg.lr_gamma,
+            "scheduler": json.dumps({"type": self.cfg.lr_policy, "lr_step": self.cfg.lr_step, "gamma": self.cfg.lr_gamma,
                                      "last_step": self.step}),
             "grad_scaler": json.dumps(self.scaler.state_dict()),
             "rng_python": json.dumps(random.getstate()),
@@ -257,6 +289,8 @@ class Trainer:
         restore_optimizer(self.opt_dis, tensors, "opt_dis", meta["opt_dis"])
         torch.set_rng_state(tensors["rng.torch"])
         self.style_rng.set_state(tensors["rng.style"])
+        if self.aug_rng is not None and "rng.diffaug" in tensors:
+            self.aug_rng.set_state(tensors["rng.diffaug"])
         if self.device.type == "cuda" and "rng.cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         if meta.get("grad_scaler") and self.scaler.is_enabled():
@@ -265,3 +299,24 @@ class Trainer:
             v, st, g = json.loads(meta["rng_python"])
             random.setstate((v, tuple(st), g))
         self.step = step
+
+    def warm_start(self, tensors: dict[str, Tensor], path: str) -> list[str]:
+        """Weights of another run (`--init-from`): the raw generators into the live nets, EMA
+        weights into the EMA copies (else copies of the raw ones), the discriminators when the
+        file has them. Optimisers, step and RNG stay fresh. Returns the networks loaded."""
+        loaded = ["gen_a", "gen_b"]
+        for name in loaded:
+            load_module(getattr(self, name), tensors, name, path)
+        if self.ema_a is not None:
+            if any(k.startswith("gen_a_ema.") for k in tensors):
+                load_module(self.ema_a, tensors, "gen_a_ema", path)
+                load_module(self.ema_b, tensors, "gen_b_ema", path)
+                loaded += ["gen_a_ema", "gen_b_ema"]
+            else:
+                self.ema_a.load_state_dict(self.gen_a.state_dict())
+                self.ema_b.load_state_dict(self.gen_b.state_dict())
+        if any(k.startswith("dis_a.") for k in tensors):
+            load_module(self.dis_a, tensors, "dis_a", path)
+            load_module(self.dis_b, tensors, "dis_b", path)
+            loaded += ["dis_a", "dis_b"]
+        return loaded
