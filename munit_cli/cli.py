@@ -9,7 +9,9 @@ import typer
 
 from munit_cli import __version__
 from munit_cli.commands.bench import bench
+from munit_cli.commands.classifier import train_classifier_cmd
 from munit_cli.commands.data import data_app
+from munit_cli.commands.eval import eval_cmd
 from munit_cli.commands.export import export
 from munit_cli.commands.import_official import import_official
 from munit_cli.commands.info import info
@@ -48,6 +50,8 @@ app.command("translate")(translate)
 app.command("sample-styles")(sample_styles)
 app.command("train")(train)
 app.command("bench")(bench)
+app.command("train-classifier")(train_classifier_cmd)
+app.command("eval")(eval_cmd)
 app.add_typer(data_app, name="data")
 
 

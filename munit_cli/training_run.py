@@ -18,14 +18,16 @@ from typing import Callable
 import torch
 
 from munit_cli.atomic import atomic_write_bytes, remove_stale_temps
-from munit_cli.checkpoint import base_metadata, load_tensors, parse_info, save_tensors
-from munit_cli.config import RunConfig, to_dict
+from munit_cli.checkpoint import CheckpointInfo, base_metadata, load_tensors, parse_info, save_tensors
+from munit_cli.config import RunConfig, architecture_differences, to_dict
 from munit_cli.data import Domain, make_stream, scan_domain
 from munit_cli.errors import MunitError
+from munit_cli.evaluation import ProbeSpec, TrainingProbe
 from munit_cli.images import DEFAULT_MAX_PIXELS, load_rgb, make_grid, resize_shorter, save_image, to_tensor
 from munit_cli.runtime import auto_precision
 from munit_cli.seeds import stable_seed
 from munit_cli.trainer import Trainer
+from munit_cli.weights import resolve_model
 
 Callback = Callable[[str, dict], None]
 SAMPLE_STYLES = 3  # fixed random styles per display image in sample grids
@@ -64,6 +66,10 @@ class RunPaths:
         return self.checkpoints / "latest.safetensors"
 
     @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.safetensors"  # best probe success rate (--eval-every)
+
+    @property
     def samples(self) -> Path:
         return self.root / "samples"
 
@@ -97,6 +103,7 @@ class Options:
     channels_last: bool | None = None
     overrides_on_resume: dict = field(default_factory=dict)  # train fields replaced when resuming
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are skipped (decompression-bomb guard)
+    probe: ProbeSpec | None = None  # --eval-every N --eval-data DIR --classifier C
 
 
 def _display_tensor(path: Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
@@ -105,6 +112,25 @@ def _display_tensor(path: Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS)
     w, h = img.size
     left, top = (w - size) // 2, (h - size) // 2
     return to_tensor(img.crop((left, top, left + size, top + size)))
+
+
+def check_init_from(cfg: RunConfig) -> tuple[Path, CheckpointInfo]:
+    """The checkpoint `cfg.train.init_from` names (a file, run folder or model name), checked
+    to hold full generators whose architecture is the run's (and its D's, when it has them)."""
+    path = resolve_model(cfg.train.init_from)
+    info = parse_info(path)
+    if info.kind not in ("generator", "training"):
+        raise MunitError(f"--init-from {str(path)!r} is a {info.kind} file: pass a generator or training checkpoint")
+    if any(set(p) != {"enc_content", "enc_style", "mlp", "dec"} for p in info.parts().values()):
+        raise MunitError(f"--init-from {str(path)!r} is a one-direction export: pass a full generator or training "
+                         "checkpoint")
+    has_dis = any(k.startswith("dis_a.") for k in info.shapes)
+    diffs = architecture_differences(info.model, cfg.model, has_dis)
+    if diffs:
+        raise MunitError(f"--init-from {str(path)!r} has another architecture than this run ({'; '.join(diffs[:4])}"
+                         f"{' ...' if len(diffs) > 4 else ''}; file != run): pass the --preset / --config / flags it "
+                         "was trained with (`munit info` shows its model config)", exit_code=2)
+    return path, info
 
 
 class TrainingRun:
@@ -143,15 +169,25 @@ class TrainingRun:
         elif self.paths.root.exists() and any(self.paths.root.iterdir()):
             raise MunitError(f"run directory {str(self.paths.root)!r} is not empty: pass --resume to continue it, "
                              "or choose a new --out")
+        self.init_label = resume_meta[1].meta.get("init_from", "") if resume_meta else ""
+        init_src = None
+        if not opts.resume and cfg.train.init_from:
+            init_src, init_info = check_init_from(cfg)
+            cfg.train.init_from = str(init_src.resolve())  # recorded in config.json and every checkpoint
+            self.init_label = f"{cfg.train.init_from} ({init_info.kind}, step {init_info.step})"
         self.cfg = cfg
         root = Path(cfg.data.root) if cfg.data.root else None
         t = cfg.train
         self.dom_a: Domain = scan_domain(root, cfg.data.src, t.display_size, opts.max_pixels)
         self.dom_b: Domain = scan_domain(root, cfg.data.tgt, t.display_size, opts.max_pixels)
         self.domains = (self.dom_a.name, self.dom_b.name)
+        self.probe = TrainingProbe(opts.probe, self.domains, cfg.model.image_size, opts.device, opts.max_pixels) \
+            if opts.probe is not None and self.main else None
         self.trainer = Trainer(cfg.model, t, opts.device, rank=opts.rank, world=opts.world,
                                vgg_weights=opts.vgg_weights, channels_last=opts.channels_last, compile=opts.compile)
         self.positions = {"a": 0, "b": 0}
+        if init_src is not None:
+            self.trainer.warm_start(load_tensors(init_src), str(init_src))
         if resume_meta:
             ckpt, info = resume_meta
             self.trainer.load_state(load_tensors(ckpt), info.meta, info.step, str(ckpt))
@@ -172,13 +208,19 @@ class TrainingRun:
             d["resolved"]["precision_reason"] = auto_precision(self.opts.device).reason
         atomic_write_bytes(self.paths.config, (json.dumps(d, indent=2) + "\n").encode())
 
-    def save_checkpoint(self) -> Path:
-        """Write step-XXXXXXXX.safetensors, point latest at it, drop step files beyond `keep`."""
-        step = self.trainer.step
+    def _checkpoint_state(self) -> tuple[dict, dict]:
         tensors, meta = self.trainer.state()
         meta["data_positions"] = json.dumps(self.positions)
         meta["data"] = json.dumps({"a": str(self.dom_a.folder), "b": str(self.dom_b.folder)})
-        meta.update(base_metadata("training", self.cfg.model, self.domains, step, train=self.cfg.train))
+        meta.update(base_metadata("training", self.cfg.model, self.domains, self.trainer.step, train=self.cfg.train))
+        if self.init_label:
+            meta["init_from"] = self.init_label
+        return tensors, meta
+
+    def save_checkpoint(self) -> Path:
+        """Write step-XXXXXXXX.safetensors, point latest at it, drop step files beyond `keep`."""
+        step = self.trainer.step
+        tensors, meta = self._checkpoint_state()
         path = self.paths.step_file(step)
         save_tensors(path, tensors, meta)
         tmp = self.paths.checkpoints / f".latest.{os.getpid()}.tmp"
@@ -216,6 +258,15 @@ class TrainingRun:
         if self.tb is not None:
             self.tb.add_image("samples", to_tensor(grid).add(1).div(2), self.trainer.step)
         return path
+
+    def run_probe(self) -> dict:
+        """The --eval-every probe; a new best success rate rewrites best.safetensors (atomically)."""
+        figures = self.probe.run(*self.trainer.inference_generators(), self.cfg.model, self.trainer.cfg.precision)
+        if self.probe.improved:
+            tensors, meta = self._checkpoint_state()
+            save_tensors(self.paths.best, tensors, {**meta, "probe": json.dumps(figures)})
+            self.callback("best", {"path": str(self.paths.best), **figures})
+        return figures
 
     def _append_metrics(self, row: dict) -> None:
         with open(self.paths.metrics, "a") as f:
@@ -262,6 +313,8 @@ class TrainingRun:
                     remove_stale_temps(folder)
                 remove_stale_temps(self.paths.root, {self.paths.config.name, self.paths.metrics.name})
                 self._trim_metrics()
+                if self.probe is not None:
+                    self.probe.restore_best(self.paths.best)
             if self.opts.tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
@@ -271,14 +324,15 @@ class TrainingRun:
         pin = self.opts.device.type == "cuda"
         streams = {
             d: make_stream(dom.files, self.cfg.model.image_size, t.batch_size, t.seed, d, self.positions[d],
-                           t.workers, pin, self.opts.rank, self.opts.world, self.opts.max_pixels)
+                           t.workers, pin, self.opts.rank, self.opts.world, self.opts.max_pixels, t.center_crop)
             for d, dom in (("a", self.dom_a), ("b", self.dom_b))
         }
         self.callback("start", {"step": tr.step, "total": t.iters, "domains": self.domains,
                                 "images": (len(self.dom_a.files), len(self.dom_b.files)),
                                 "unreadable": len(self.dom_a.unreadable) + len(self.dom_b.unreadable),
                                 "precision": tr.cfg.precision,
-                                "too_large": len(self.dom_a.too_large) + len(self.dom_b.too_large)})
+                                "too_large": len(self.dom_a.too_large) + len(self.dom_b.too_large),
+                                "init_from": self.init_label})
         last_ckpt = self.paths.latest if self.opts.resume else None
         acc: dict[str, torch.Tensor] = {}
         skipped = torch.zeros((), dtype=torch.long)
@@ -294,7 +348,8 @@ class TrainingRun:
             n_acc += 1
             step = tr.step
             stop = self._stop_requested()
-            if step % t.log_every == 0 or step == t.iters or stop or step % t.save_every == 0:
+            probe = self.run_probe() if self.probe is not None and self.probe.due(step, t.iters) else {}
+            if step % t.log_every == 0 or step == t.iters or stop or step % t.save_every == 0 or probe:
                 now = time.perf_counter()
                 means = {k: (v / n_acc).item() for k, v in acc.items()}  # the only host sync
                 bad = [k for k, v in means.items() if not math.isfinite(v)]
@@ -309,7 +364,7 @@ class TrainingRun:
                     self.callback("warning", {"message": f"skipped {new_skips} unreadable image(s) (total {self.skipped})"})
                 row = {"step": step, **means, "lr": tr.opt_gen.param_groups[0]["lr"],
                        "images_per_s": 2 * t.batch_size * self.opts.world * n_acc / max(now - t_log, 1e-9),
-                       "elapsed_s": now - t0, "skipped_images": self.skipped}
+                       "elapsed_s": now - t0, "skipped_images": self.skipped, **probe}
                 if self.main:
                     self._append_metrics(row)
                 self.callback("log", row)

@@ -61,3 +61,26 @@ def tiny_gen_ckpt(tmp_path, tiny_cfg) -> Path:
     path = tmp_path / "tiny.safetensors"
     save_generators(path, tiny_cfg, gens, ("dog", "cat"), step=7)
     return path
+
+
+def make_shape_domains(root: Path, n: int, names=("dog", "cat"), size: int = 40, seed: int = 0) -> tuple[Path, Path]:
+    """Two easy synthetic domains on noise: root/NAMES[0] red circles, root/NAMES[1] blue squares
+    (random positions and sizes), for classifier and eval tests."""
+    rng = random.Random(seed)
+    folders = []
+    for k, name in enumerate(names):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = Image.frombytes("RGB", (size, size), rng.randbytes(size * size * 3)).point(lambda v: 64 + v // 2)
+            draw = ImageDraw.Draw(img)
+            r = rng.randrange(size // 5, size // 3)
+            x, y = rng.randrange(r, size - r), rng.randrange(r, size - r)
+            box = [x - r, y - r, x + r, y + r]
+            if k == 0:
+                draw.ellipse(box, fill=(220, rng.randrange(40), rng.randrange(40)))
+            else:
+                draw.rectangle(box, fill=(rng.randrange(40), rng.randrange(40), 220))
+            img.save(folder / f"{name}{i:03d}.png")
+        folders.append(folder)
+    return folders[0], folders[1]

@@ -17,15 +17,20 @@ from munit_cli.atomic import ensure_writable_dir
 from munit_cli.config import PRESETS, RunConfig, load_run_config_file, model_preset, to_dict, train_preset
 from munit_cli.data import scan_domain
 from munit_cli.errors import MunitError
+from munit_cli.evaluation import probe_spec
 from munit_cli.images import DEFAULT_MAX_PIXELS
 from munit_cli.runtime import DEVICE_HELP, PRECISION_HELP, resolve_device
-from munit_cli.training_run import Options, StopFlag, StopRequested, TrainingRun
+from munit_cli.training_run import Options, StopFlag, StopRequested, TrainingRun, check_init_from
 from munit_cli.ui import err_console, friendly, pick_precision, print_json, progress, warn
 
 # flag name -> TrainConfig field, applied only when given
 TRAIN_FLAGS = ("iters", "batch_size", "lr", "lr_dis", "seed", "workers", "save_every", "keep", "sample_every",
                "log_every", "ema", "ema_beta", "precision", "gan_w", "recon_x_w", "recon_c_w", "recon_s_w",
-               "recon_x_cyc_w", "vgg_w", "lr_step", "shared_fakes")
+               "recon_x_cyc_w", "vgg_w", "lr_step", "shared_fakes", "lr_policy", "init", "diffaug", "center_crop",
+               "ema_start", "init_from")
+# flag name -> (ModelConfig section, field), applied only when given
+MODEL_FLAGS = {"gan_type": ("dis", "gan_type"), "dis_kind": ("dis", "kind"), "dis_weight_norm": ("dis", "weight_norm"),
+               "gen_weight_norm": ("gen", "weight_norm"), "up_norm": ("gen", "up_norm"), "res_block": ("gen", "res_block")}
 # what may change when resuming (the experiment itself comes from the checkpoint)
 RESUMABLE = ("iters", "workers", "save_every", "keep", "sample_every", "log_every", "precision")
 
@@ -41,7 +46,9 @@ def _resolve(preset: str, config: Optional[Path], flags: dict, image_size: Optio
     if config is not None:
         cfg = load_run_config_file(config, cfg)
     for k, v in flags.items():
-        if v is not None:
+        if v is not None and k in MODEL_FLAGS:
+            setattr(getattr(cfg.model, MODEL_FLAGS[k][0]), MODEL_FLAGS[k][1], v)
+        elif v is not None:
             setattr(cfg.train, k, v)
     if image_size is not None:
         cfg.model.image_size = image_size
@@ -86,11 +93,26 @@ def train(
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep EMA generators (used for samples/export)."),
     ema_beta: Optional[float] = typer.Option(None, "--ema-beta", help="EMA decay."),
     shared_fakes: Optional[bool] = typer.Option(None, "--shared-fakes/--reference-step", help="Generate fakes once per step (fast) or twice as the reference."),
+    gan_type: Optional[str] = typer.Option(None, "--gan-type", help="GAN objective: lsgan (paper) | hinge | nonsaturating."),
+    dis_kind: Optional[str] = typer.Option(None, "--dis-kind", help="Discriminator: patch (paper, multi-scale) | global (residual, one score per image) | both."),
+    gen_weight_norm: Optional[str] = typer.Option(None, "--gen-weight-norm", help="Generator weight norm: none | spectral."),
+    dis_weight_norm: Optional[str] = typer.Option(None, "--dis-weight-norm", help="Discriminator weight norm: none | spectral."),
+    up_norm: Optional[str] = typer.Option(None, "--up-norm", help="Decoder upsampling norm: ln (paper) | adain (style-modulated)."),
+    res_block: Optional[str] = typer.Option(None, "--res-block", help="Residual blocks: post (paper, conv-norm-act) | pre (pre-activation)."),
+    lr_policy: Optional[str] = typer.Option(None, "--lr-policy", help="step (halve every --lr-step, paper) | constant."),
+    init: Optional[str] = typer.Option(None, "--init", help="Weight init: reference (kaiming G, N(0, 0.02) D) | orthogonal."),
+    diffaug: Optional[str] = typer.Option(None, "--diffaug", help='DiffAugment on every D input, e.g. "color,translation,cutout" ("" = off).'),
+    center_crop: Optional[float] = typer.Option(None, "--center-crop", help="Keep this central fraction of each photo side before resize and crop (1 = off)."),
+    ema_start: Optional[int] = typer.Option(None, "--ema-start", help="Step at which EMA averaging starts (copies the weights before)."),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="Warm start: load generators (and discriminators if present) from a checkpoint, run folder or model name; fresh optimisers, step 0."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the generators."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard events to RUN_DIR/tb."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and the data found, then exit."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar; log lines only."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Skip larger images (decompression-bomb guard; 0: no limit)."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Every N steps, probe success rate and diversity on --eval-data with --classifier; keeps checkpoints/best.safetensors."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Probe images: ROOT with test/NAME, val/NAME or NAME folders (the first 16 per domain)."),
+    classifier: Optional[Path] = typer.Option(None, "--classifier", help="Domain classifier for the probe (`munit train-classifier`)."),
 ) -> None:
     """Train MUNIT on two folders of unpaired images.
 
@@ -100,9 +122,12 @@ def train(
       torchrun --nproc_per_node 4 -m munit_cli train --data afhq --src dog --tgt cat
     Ctrl-C finishes the current step, writes a checkpoint and exits 130; --resume continues.
     """
-    flags = {k: v for k, v in locals().items() if k in TRAIN_FLAGS}
+    flags = {k: v for k, v in locals().items() if k in TRAIN_FLAGS or k in MODEL_FLAGS}
     if resume and out is None:
         raise MunitError("--resume needs --out RUN_DIR (the run to continue)", exit_code=2)
+    if resume and init_from is not None:
+        raise MunitError("--init-from starts a new run from a checkpoint's weights and --resume continues a run: "
+                         "pass one of them", exit_code=2)
     rank, world, local_rank = _distributed()
     dev = resolve_device(device)
     if world > 1 and dev.type == "cuda":
@@ -118,6 +143,8 @@ def train(
         raise MunitError("--vgg-w > 0 needs --vgg-weights FILE (VGG16 weights; nothing is downloaded)", exit_code=2)
 
     if dry_run:
+        if cfg.train.init_from:
+            check_init_from(cfg)
         root = Path(cfg.data.root) if cfg.data.root else None
         doms = [scan_domain(root, n, cfg.train.display_size, max_pixels) for n in (cfg.data.src, cfg.data.tgt)]
         print_json({"run_dir": str(run_dir), "device": str(dev), "precision": prec, "config": {"model": to_dict(cfg.model),
@@ -141,6 +168,7 @@ def train(
     stop = StopFlag()
     opts = Options(dev, resume=resume, vgg_weights=str(vgg_weights) if vgg_weights else None, compile=compile,
                    tensorboard=tensorboard, rank=rank, world=world, overrides_on_resume=overrides, max_pixels=max_pixels)
+    opts.probe = probe_spec(eval_every, eval_data, classifier)
     if main:
         ensure_writable_dir(run_dir, "--out ")
 
@@ -163,6 +191,8 @@ def train(
             err_console.print(f"training {info['domains'][0]} ({info['images'][0]} images) <-> "
                               f"{info['domains'][1]} ({info['images'][1]} images) on {dev}, "
                               f"{info['precision']}, into {run_dir}")
+            if info.get("init_from") and info["step"] == 0:
+                err_console.print(f"weights from {info['init_from']}")
             if info["unreadable"]:
                 warn(f"{info['unreadable']} file(s) could not be opened and are skipped (see --dry-run)")
             if info["too_large"]:
@@ -174,6 +204,8 @@ def train(
         elif kind == "log":
             short = (f"{info['images_per_s']:.1f} img/s  x {info['loss_recon_x_a']:.3f}/{info['loss_recon_x_b']:.3f}  "
                      f"gan {info['loss_gan_a']:.2f}/{info['loss_gan_b']:.2f}  dis {info['loss_dis_a']:.2f}/{info['loss_dis_b']:.2f}")
+            if "probe_success" in info:
+                short += f"  success {info['probe_success']:.2f} (best {info['probe_best']:.2f})"
             bar.update(task, info=short)
             if quiet:
                 print(json.dumps(info), file=sys.stderr, flush=True)
