@@ -117,10 +117,16 @@ class CheckpointInfo:
         if "parts" in self.meta:
             p = json.loads(self.meta["parts"])
             return {d: tuple(p.get(d, ())) for d in ("a", "b")}
-        return {"a": GEN_PARTS, "b": GEN_PARTS}
+        return all_parts()
 
     def has_ema(self) -> bool:
+        """Whether the file stores EMA generators beside the raw ones (a training checkpoint)."""
         return any(k.startswith("gen_a_ema.") for k in self.shapes)
+
+    def ema_weights(self, prefer_ema: bool = True) -> bool:
+        """Whether loading with `prefer_ema` gives EMA-averaged weights: the stored EMA copies,
+        or the only weights of an export made from them."""
+        return (prefer_ema and self.has_ema()) or self.meta.get("ema") == "true"
 
     def domain_key(self, name: str) -> str:
         """'a' / 'b' for a domain name (or 'a'/'b' itself)."""
@@ -220,14 +226,19 @@ def load_module(module: nn.Module, tensors: dict[str, Tensor], prefix: str, path
 
 # --- generators -----------------------------------------------------------------------------
 
+def all_parts() -> dict[str, tuple[str, ...]]:
+    return {"a": GEN_PARTS, "b": GEN_PARTS}
+
+
 @dataclass
 class GeneratorBundle:
-    """Generators loaded for inference. `gens[d]` may hold only some parts (direction export)."""
+    """Generators loaded for inference. `gens[d]` may hold only `parts[d]` (direction export)."""
 
     info: CheckpointInfo
     gens: dict[str, Generator]
     ema: bool  # whether EMA weights were loaded
     dtype: torch.dtype  # dtype the weights were stored in
+    parts: dict[str, tuple[str, ...]] = field(default_factory=all_parts)  # submodules loaded per domain
 
 
 def load_generators(path: Path | str, prefer_ema: bool = True) -> GeneratorBundle:
@@ -240,17 +251,17 @@ def load_generators(path: Path | str, prefer_ema: bool = True) -> GeneratorBundl
     use_ema = prefer_ema and info.has_ema()
     gens: dict[str, Generator] = {}
     dtype = torch.float32
-    for d, parts in info.parts().items():
+    parts = info.parts()
+    for d, held in parts.items():
         gen = build_generator(info.model, init=False)
         prefix = f"gen_{d}_ema" if use_ema else f"gen_{d}"
-        load_module(gen, tensors, prefix, path, parts=parts if parts != GEN_PARTS else None)
-        gen.parts = parts
+        load_module(gen, tensors, prefix, path, parts=held if held != GEN_PARTS else None)
         gens[d] = gen.eval()
         for k, v in tensors.items():
             if k.startswith(prefix + ".") and v.is_floating_point():
                 dtype = v.dtype
                 break
-    return GeneratorBundle(info, gens, use_ema or info.meta.get("ema") == "true", dtype)
+    return GeneratorBundle(info, gens, info.ema_weights(prefer_ema), dtype, parts)
 
 
 def save_generators(path: Path | str, model: ModelConfig, gens: dict[str, nn.Module], domains: tuple[str, str],

@@ -98,11 +98,14 @@ class ModelConfig:
         _check(self.image_size >= 16, "image_size", self.image_size, "must be >= 16")
 
 
+RESUMABLE = {"resumable": True}  # TrainConfig field metadata: how a run goes, so `--resume` may change it
+
+
 @dataclass
 class TrainConfig:
     """Optimisation, losses and bookkeeping of a training run (SPEC section 3)."""
 
-    iters: int = 1_000_000  # total generator/discriminator updates
+    iters: int = field(default=1_000_000, metadata=RESUMABLE)  # total generator/discriminator updates
     batch_size: int = 1  # images per domain per step (per process under DDP)
     lr: float = 1e-4  # Adam learning rate of generators
     lr_dis: float = 1e-4  # Adam learning rate of discriminators
@@ -127,12 +130,12 @@ class TrainConfig:
     init_from: str = ""  # checkpoint the weights were warm-started from ("" = fresh init); for the record
     shared_fakes: bool = True  # generate fakes once per step for D and G (see trainer.py)
     seed: int = 0  # seeds data order, augmentation, styles and init
-    workers: int = 2  # DataLoader worker processes
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 autocast (fp32 master weights); auto resolves per device
-    log_every: int = 10  # steps between metric lines (and host syncs)
-    save_every: int = 1000  # steps between checkpoints
-    sample_every: int = 1000  # steps between sample grids
-    keep: int = 3  # step checkpoints kept besides latest
+    workers: int = field(default=2, metadata=RESUMABLE)  # DataLoader worker processes
+    precision: str = field(default="auto", metadata=RESUMABLE)  # auto | fp32 | bf16 | fp16 autocast, fp32 masters; auto: per device
+    log_every: int = field(default=10, metadata=RESUMABLE)  # steps between metric lines (and host syncs)
+    save_every: int = field(default=1000, metadata=RESUMABLE)  # steps between checkpoints
+    sample_every: int = field(default=1000, metadata=RESUMABLE)  # steps between sample grids
+    keep: int = field(default=3, metadata=RESUMABLE)  # step checkpoints kept besides latest
     display_size: int = 4  # display images per domain in sample grids
 
     def validate(self) -> None:
@@ -152,6 +155,11 @@ class TrainConfig:
         ops = [op.strip() for op in self.diffaug.split(",")] if self.diffaug.strip() else []
         _check(all(op in DIFFAUG_OPS for op in ops) and len(set(ops)) == len(ops), "diffaug", self.diffaug,
                f"comma-separated, each of {', '.join(DIFFAUG_OPS)} at most once (\"\" = off)")
+
+
+def resumable_fields() -> tuple[str, ...]:
+    """The TrainConfig fields a resumed run may change (the rest of the experiment comes from its checkpoint)."""
+    return tuple(f.name for f in fields(TrainConfig) if f.metadata.get("resumable"))
 
 
 PRESETS = ("munit", "small", "tiny", "animals")
@@ -299,7 +307,7 @@ def train_from_json(text: str) -> TrainConfig:
 
 @dataclass
 class DataConfig:
-    """Where the two domains come from (see data.resolve_domain)."""
+    """Where the two domains come from (see datasets.resolve_domain)."""
 
     src: str = ""  # domain a: a name under root, or a folder
     tgt: str = ""  # domain b

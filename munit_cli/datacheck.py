@@ -13,7 +13,7 @@ from typing import Callable
 
 from PIL import Image, ImageChops, ImageStat
 
-from munit_cli.data import resolve_domain
+from munit_cli.datasets import resolve_domain
 from munit_cli.errors import MunitError
 from munit_cli.images import DEFAULT_MAX_PIXELS, ImageError, is_image_path, load_rgb
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from munit_cli.checkpoint import GEN_PARTS, CheckpointInfo, parse_info, read_header
 from munit_cli.config import to_dict
 from munit_cli.errors import MunitError
-from munit_cli.export import ONNX_MANIFEST
+from munit_cli.exporting import ONNX_MANIFEST
 
 NETWORKS = {"gen_a": "generator a", "gen_b": "generator b", "gen_a_ema": "EMA generator a",
             "gen_b_ema": "EMA generator b", "dis_a": "discriminator a", "dis_b": "discriminator b",
@@ -131,7 +131,7 @@ def describe(path: Path | str) -> Description:
         domains={"a": info.domains[0], "b": info.domains[1]}, step=info.step, image_size=info.image_size,
         model_config=to_dict(info.model) if info.model else None,
         train_config=to_dict(info.train) if info.train else None,
-        parameters=_param_counts(info.shapes), has_ema=info.has_ema() or info.meta.get("ema") == "true",
+        parameters=_param_counts(info.shapes), has_ema=info.ema_weights(),
         holds=_holds(info, _dtypes(header)), provenance=_provenance(info),
         extra={k: v for k, v in info.meta.items() if k not in _SHOWN},
         styles=info.shapes.get("styles") if info.kind == "styles" else None, direction=info.meta.get("direction"))

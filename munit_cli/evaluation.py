@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from munit_cli import __version__
-from munit_cli.checkpoint import GEN_PARTS, CheckpointInfo, GeneratorBundle, read_header
+from munit_cli.checkpoint import CheckpointInfo, GeneratorBundle, read_header
 from munit_cli.classifier import Classifier, load_classifier, square
 from munit_cli.config import ModelConfig
 from munit_cli.errors import MunitError
@@ -208,7 +208,7 @@ def evaluate(bundle: GeneratorBundle, measures: Measures, images: dict[str, Eval
     for direction in supported_directions(bundle):
         src, tgt = direction[0], direction[-1]
         t_dir, name = time.perf_counter(), f"{dom[src]}2{dom[tgt]}"
-        ref_ok = "enc_style" in getattr(bundle.gens[tgt], "parts", ())
+        ref_ok = "enc_style" in bundle.parts.get(tgt, ())
         tr = Translator(bundle, src, tgt, device, measures.precision, batch_size, style_encoder=ref_ok)
         reals = images[tgt].images
         real_probs, real_clf, real_feats = _judge_all(measures, reals)
@@ -240,7 +240,7 @@ def eval_steps(bundle: GeneratorBundle, images: dict[str, EvalImages], seeds: in
     """How many `advance` callbacks evaluate() makes (for a progress bar)."""
     total = 0
     for direction in supported_directions(bundle):
-        modes = 2 if "enc_style" in getattr(bundle.gens[direction[-1]], "parts", ()) else 1
+        modes = 2 if "enc_style" in bundle.parts.get(direction[-1], ()) else 1
         total += images[direction[0]].images.shape[0] * modes * seeds
     return total
 
@@ -292,10 +292,7 @@ class TrainingProbe:
         """Probe figures: probe_success (mean of both directions), per direction success and
         diversity, probe_best (best success so far, this one included), probe_s."""
         t0 = time.perf_counter()
-        gens = {}
-        for d, g in (("a", gen_a), ("b", gen_b)):
-            gens[d] = copy.deepcopy(g)  # Translator puts its generators in eval mode without grads
-            gens[d].parts = GEN_PARTS
+        gens = {d: copy.deepcopy(g) for d, g in (("a", gen_a), ("b", gen_b))}  # Translator sets eval mode, no grads
         info = CheckpointInfo(Path("training-probe"), "training", model, None, self.domains, model.image_size, 0,
                               __version__)
         bundle = GeneratorBundle(info, gens, ema=False, dtype=torch.float32)

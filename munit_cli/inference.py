@@ -41,7 +41,7 @@ def _direction_label(bundle: GeneratorBundle, src: str, tgt: str) -> str:
 def supported_directions(bundle: GeneratorBundle) -> list[str]:
     """'a2b' / 'b2a' for which the bundle holds the source content encoder and the target
     MLP + decoder (a direction-only export holds one)."""
-    parts = {d: set(getattr(bundle.gens[d], "parts", ())) for d in "ab"}
+    parts = {d: set(bundle.parts.get(d, ())) for d in "ab"}
     return [f"{s}2{t}" for s, t in (("a", "b"), ("b", "a"))
             if "enc_content" in parts[s] and {"mlp", "dec"} <= parts[t]]
 
@@ -61,7 +61,7 @@ def require_direction(bundle: GeneratorBundle, src: str, tgt: str, style_encoder
 
 
 def require_style_encoder(bundle: GeneratorBundle, d: str) -> None:
-    if "enc_style" not in getattr(bundle.gens[d], "parts", ()):
+    if "enc_style" not in bundle.parts.get(d, ()):
         raise MunitError(f"this model has no style encoder for {bundle.info.domains['ab'.index(d)]!r}, so it cannot "
                          "encode reference images: use random styles or --style-file")
 

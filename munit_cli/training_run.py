@@ -13,24 +13,85 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Union
 
 import torch
 
 from munit_cli.atomic import atomic_write_bytes, remove_stale_temps
-from munit_cli.checkpoint import CheckpointInfo, base_metadata, load_tensors, parse_info, save_tensors
-from munit_cli.config import RunConfig, architecture_differences, to_dict
-from munit_cli.data import Domain, make_stream, scan_domain
+from munit_cli.checkpoint import base_metadata, load_tensors, save_tensors
+from munit_cli.config import RunConfig, to_dict
+from munit_cli.datasets import Domain, make_stream, scan_domain
 from munit_cli.errors import MunitError
 from munit_cli.evaluation import ProbeSpec, TrainingProbe
 from munit_cli.images import DEFAULT_MAX_PIXELS, load_rgb, make_grid, resize_shorter, save_image, to_tensor
 from munit_cli.runtime import auto_precision
 from munit_cli.seeds import stable_seed
+from munit_cli.run_config import ResolvedRun, RunPaths, resolve_run_config
 from munit_cli.trainer import Trainer
-from munit_cli.weights import resolve_model
 
-Callback = Callable[[str, dict], None]
 SAMPLE_STYLES = 3  # fixed random styles per display image in sample grids
+
+
+# --- what a run reports (through its callback, in this order) ---------------------------
+
+@dataclass
+class RunStarted:
+    step: int  # > 0 when resumed
+    total: int  # cfg.train.iters
+    domains: tuple[str, str]
+    images: tuple[int, int]  # usable images per domain
+    unreadable: int  # files that could not be opened (both domains)
+    too_large: int  # images over --max-pixels (both domains)
+    precision: str  # what auto resolved to
+    init_from: str  # the warm start's label ("" = fresh init)
+
+
+@dataclass
+class StepDone:
+    step: int
+    losses: dict[str, torch.Tensor]  # this step's, on the device (no host sync)
+
+
+@dataclass
+class MetricsLogged:
+    row: dict  # the metrics.jsonl line: step, mean losses, lr, images_per_s, elapsed_s, probe figures
+
+
+@dataclass
+class SampleWritten:
+    path: Path
+
+
+@dataclass
+class CheckpointSaved:
+    path: Path
+    step: int
+
+
+@dataclass
+class BestSaved:
+    path: Path  # checkpoints/best.safetensors
+    figures: dict  # the probe's
+
+
+@dataclass
+class RunWarning:
+    message: str
+
+
+@dataclass
+class RunDone:
+    step: int
+    steps_run: int
+    path: Path | None  # the last checkpoint written
+
+
+TrainingEvent = Union[RunStarted, StepDone, MetricsLogged, SampleWritten, CheckpointSaved, BestSaved, RunWarning, RunDone]
+Callback = Callable[[TrainingEvent], None]
+
+
+def _ignore(event: TrainingEvent) -> None:
+    pass
 
 
 class StopRequested(Exception):
@@ -47,46 +108,6 @@ class StopFlag:
 
     def request(self, signum: int) -> None:
         self.signum = signum
-
-
-@dataclass
-class RunPaths:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.json"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def latest(self) -> Path:
-        return self.checkpoints / "latest.safetensors"
-
-    @property
-    def best(self) -> Path:
-        return self.checkpoints / "best.safetensors"  # best probe success rate (--eval-every)
-
-    @property
-    def samples(self) -> Path:
-        return self.root / "samples"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    def step_file(self, step: int) -> Path:
-        return self.checkpoints / f"step-{step:08d}.safetensors"
-
-
-def latest_checkpoint(run_dir: Path) -> Path:
-    p = RunPaths(Path(run_dir)).latest
-    if not p.exists():
-        raise MunitError(f"run directory {str(run_dir)!r} has no checkpoint ({p} missing; a run stopped before its "
-                         "first checkpoint has nothing to resume): start a new run with another --out, without --resume")
-    return p
 
 
 @dataclass
@@ -114,68 +135,20 @@ def _display_tensor(path: Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS)
     return to_tensor(img.crop((left, top, left + size, top + size)))
 
 
-def check_init_from(cfg: RunConfig) -> tuple[Path, CheckpointInfo]:
-    """The checkpoint `cfg.train.init_from` names (a file, run folder or model name), checked
-    to hold full generators whose architecture is the run's (and its D's, when it has them)."""
-    path = resolve_model(cfg.train.init_from)
-    info = parse_info(path)
-    if info.kind not in ("generator", "training"):
-        raise MunitError(f"--init-from {str(path)!r} is a {info.kind} file: pass a generator or training checkpoint")
-    if any(set(p) != {"enc_content", "enc_style", "mlp", "dec"} for p in info.parts().values()):
-        raise MunitError(f"--init-from {str(path)!r} is a one-direction export: pass a full generator or training "
-                         "checkpoint")
-    has_dis = any(k.startswith("dis_a.") for k in info.shapes)
-    diffs = architecture_differences(info.model, cfg.model, has_dis)
-    if diffs:
-        raise MunitError(f"--init-from {str(path)!r} has another architecture than this run ({'; '.join(diffs[:4])}"
-                         f"{' ...' if len(diffs) > 4 else ''}; file != run): pass the --preset / --config / flags it "
-                         "was trained with (`munit info` shows its model config)", exit_code=2)
-    return path, info
-
-
 class TrainingRun:
     """Owns the loop. `run()` trains to cfg.train.iters, saving as configured."""
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, opts: Options, callback: Callback | None = None,
+    def __init__(self, run_dir: Path, cfg: RunConfig | ResolvedRun, opts: Options, callback: Callback | None = None,
                  stop: StopFlag | None = None):
+        """`cfg`: the finished config from run_config.resolve_run_config, or a plain RunConfig
+        that is resolved here with `opts.resume` and `opts.overrides_on_resume`."""
         self.paths = RunPaths(Path(run_dir))
-        self.opts, self.callback, self.stop = opts, callback or (lambda kind, info: None), stop or StopFlag()
+        self.opts, self.callback, self.stop = opts, callback or _ignore, stop or StopFlag()
         self.main = opts.rank == 0
-        resume_meta = None
-        if opts.resume:
-            ckpt = latest_checkpoint(self.paths.root)
-            info = parse_info(ckpt)
-            if info.kind != "training":
-                raise MunitError(f"{ckpt} is a {info.kind} checkpoint: --resume needs a training checkpoint")
-            try:
-                saved = json.loads(self.paths.config.read_text()).get("data") or {} if self.paths.config.exists() else {}
-            except (ValueError, OSError, AttributeError) as e:
-                raise MunitError(f"cannot read the run's {str(self.paths.config)!r} ({e}): restore it, or delete it "
-                                 "and pass --data/--src/--tgt again with --resume")
-            cfg = RunConfig(info.model, info.train, cfg.data)
-            for k, v in opts.overrides_on_resume.items():
-                setattr(cfg.train, k, v)
-            cfg.train.validate()
-            for k in ("src", "tgt", "root"):
-                if saved.get(k):
-                    setattr(cfg.data, k, saved[k])
-            if not (cfg.data.src and cfg.data.tgt):  # no config.json: the folders the checkpoint was trained on
-                folders = json.loads(info.meta.get("data", "{}"))
-                cfg.data.src, cfg.data.tgt, cfg.data.root = folders.get("a", ""), folders.get("b", ""), ""
-            if not (cfg.data.src and cfg.data.tgt):
-                raise MunitError(f"run {str(self.paths.root)!r} does not say where its data is: "
-                                 "pass --data/--src/--tgt with --resume", exit_code=2)
-            resume_meta = (ckpt, info)
-        elif self.paths.root.exists() and any(self.paths.root.iterdir()):
-            raise MunitError(f"run directory {str(self.paths.root)!r} is not empty: pass --resume to continue it, "
-                             "or choose a new --out")
-        self.init_label = resume_meta[1].meta.get("init_from", "") if resume_meta else ""
-        init_src = None
-        if not opts.resume and cfg.train.init_from:
-            init_src, init_info = check_init_from(cfg)
-            cfg.train.init_from = str(init_src.resolve())  # recorded in config.json and every checkpoint
-            self.init_label = f"{cfg.train.init_from} ({init_info.kind}, step {init_info.step})"
-        self.cfg = cfg
+        run = cfg if isinstance(cfg, ResolvedRun) else \
+            resolve_run_config(self.paths.root, cfg, opts.overrides_on_resume, opts.resume)
+        self.resumed, self.init_label = run.resume, run.init_label
+        cfg = self.cfg = run.cfg
         root = Path(cfg.data.root) if cfg.data.root else None
         t = cfg.train
         self.dom_a: Domain = scan_domain(root, cfg.data.src, t.display_size, opts.max_pixels)
@@ -186,11 +159,11 @@ class TrainingRun:
         self.trainer = Trainer(cfg.model, t, opts.device, rank=opts.rank, world=opts.world,
                                vgg_weights=opts.vgg_weights, channels_last=opts.channels_last, compile=opts.compile)
         self.positions = {"a": 0, "b": 0}
-        if init_src is not None:
-            self.trainer.warm_start(load_tensors(init_src), str(init_src))
-        if resume_meta:
-            ckpt, info = resume_meta
-            self.trainer.load_state(load_tensors(ckpt), info.meta, info.step, str(ckpt))
+        if run.init_from is not None:
+            self.trainer.warm_start(load_tensors(run.init_from), str(run.init_from))
+        if run.resume is not None:
+            info = run.resume
+            self.trainer.load_state(load_tensors(info.path), info.meta, info.step, str(info.path))
             self.positions = json.loads(info.meta.get("data_positions", "{}")) or \
                 {"a": info.step * t.batch_size, "b": info.step * t.batch_size}
         self.skipped = 0
@@ -265,7 +238,7 @@ class TrainingRun:
         if self.probe.improved:
             tensors, meta = self._checkpoint_state()
             save_tensors(self.paths.best, tensors, {**meta, "probe": json.dumps(figures)})
-            self.callback("best", {"path": str(self.paths.best), **figures})
+            self.callback(BestSaved(self.paths.best, figures))
         return figures
 
     def _append_metrics(self, row: dict) -> None:
@@ -308,7 +281,7 @@ class TrainingRun:
             self.paths.checkpoints.mkdir(parents=True, exist_ok=True)
             self.paths.samples.mkdir(parents=True, exist_ok=True)
             self._write_config()
-            if self.opts.resume:
+            if self.resumed is not None:
                 for folder in (self.paths.checkpoints, self.paths.samples):  # left by a killed write
                     remove_stale_temps(folder)
                 remove_stale_temps(self.paths.root, {self.paths.config.name, self.paths.metrics.name})
@@ -327,13 +300,10 @@ class TrainingRun:
                            t.workers, pin, self.opts.rank, self.opts.world, self.opts.max_pixels, t.center_crop)
             for d, dom in (("a", self.dom_a), ("b", self.dom_b))
         }
-        self.callback("start", {"step": tr.step, "total": t.iters, "domains": self.domains,
-                                "images": (len(self.dom_a.files), len(self.dom_b.files)),
-                                "unreadable": len(self.dom_a.unreadable) + len(self.dom_b.unreadable),
-                                "precision": tr.cfg.precision,
-                                "too_large": len(self.dom_a.too_large) + len(self.dom_b.too_large),
-                                "init_from": self.init_label})
-        last_ckpt = self.paths.latest if self.opts.resume else None
+        self.callback(RunStarted(tr.step, t.iters, self.domains, (len(self.dom_a.files), len(self.dom_b.files)),
+                                 len(self.dom_a.unreadable) + len(self.dom_b.unreadable),
+                                 len(self.dom_a.too_large) + len(self.dom_b.too_large), tr.cfg.precision, self.init_label))
+        last_ckpt = self.paths.latest if self.resumed is not None else None
         acc: dict[str, torch.Tensor] = {}
         skipped = torch.zeros((), dtype=torch.long)
         n_acc, t0, t_log, start_step = 0, time.perf_counter(), time.perf_counter(), tr.step
@@ -361,26 +331,26 @@ class TrainingRun:
                 if new_skips:
                     self.skipped += new_skips
                     skipped.zero_()
-                    self.callback("warning", {"message": f"skipped {new_skips} unreadable image(s) (total {self.skipped})"})
+                    self.callback(RunWarning(f"skipped {new_skips} unreadable image(s) (total {self.skipped})"))
                 row = {"step": step, **means, "lr": tr.opt_gen.param_groups[0]["lr"],
                        "images_per_s": 2 * t.batch_size * self.opts.world * n_acc / max(now - t_log, 1e-9),
                        "elapsed_s": now - t0, "skipped_images": self.skipped, **probe}
                 if self.main:
                     self._append_metrics(row)
-                self.callback("log", row)
+                self.callback(MetricsLogged(row))
                 acc, n_acc, t_log = {}, 0, now
             if self.main and (step % t.sample_every == 0 or step == t.iters):
-                self.callback("sample", {"path": str(self.save_samples())})
+                self.callback(SampleWritten(self.save_samples()))
             if step % t.save_every == 0 or step == t.iters or stop:
                 if self.main:
                     last_ckpt = self.save_checkpoint()
-                    self.callback("save", {"path": str(last_ckpt), "step": step})
+                    self.callback(CheckpointSaved(last_ckpt, step))
                 if self.opts.world > 1:
                     torch.distributed.barrier()
-            self.callback("step", {"step": step, "losses": losses})
+            self.callback(StepDone(step, losses))
             if stop:
                 raise StopRequested(self.stop.signum, last_ckpt or self.paths.latest)
         if self.tb is not None:
             self.tb.close()
-        self.callback("done", {"step": tr.step, "steps_run": tr.step - start_step, "path": str(last_ckpt)})
+        self.callback(RunDone(tr.step, tr.step - start_step, last_ckpt))
         return last_ckpt or self.paths.latest

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import make_image
 from munit_cli.cli import app
-from munit_cli.data import TrainImages, load_training_image, scan_domain
+from munit_cli.datasets import TrainImages, load_training_image, scan_domain
 from munit_cli.datacheck import check_image
 from munit_cli.errors import MunitError
 from munit_cli.images import ImageError

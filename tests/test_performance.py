@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from conftest import make_image
 from munit_cli.baseline import naive_generators, naive_translate
-from munit_cli.bench import quick_config, random_bundle, run_bench
+from munit_cli.benchmark import quick_config, random_bundle, run_bench
 from munit_cli.cli import app
 from munit_cli.config import TrainConfig, model_preset
 from munit_cli.images import load_rgb, to_tensor

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import make_domain, make_image
-from munit_cli import bench, runtime
+from munit_cli import benchmark as bench, runtime
 from munit_cli.cli import app
 from munit_cli.runtime import CpuBf16, auto_precision, check_precision
 

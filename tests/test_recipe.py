@@ -19,7 +19,7 @@ from munit_cli.checkpoint import load_generators, load_tensors, parse_info, save
 from munit_cli.cli import app
 from munit_cli.config import (DataConfig, ModelConfig, RunConfig, TrainConfig, global_blocks, model_from_json,
                               model_preset, to_dict, train_from_json, train_preset)
-from munit_cli.data import load_training_image
+from munit_cli.datasets import load_training_image
 from munit_cli.diffaugment import DiffAugment, diff_augment, parse_policy
 from munit_cli.errors import MunitError
 from munit_cli.layers import adain

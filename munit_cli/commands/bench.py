@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from munit_cli.bench import BenchConfig, quick_config, run_bench, total_ticks
+from munit_cli.benchmark import BenchConfig, quick_config, run_bench, total_ticks
 from munit_cli.config import PRESETS, model_preset
 from munit_cli.errors import MunitError
 from munit_cli.runtime import DEVICE_HELP, resolve_device
@@ -79,20 +79,20 @@ def _print_report(r: dict) -> None:
 
 @friendly
 def bench(
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Timed rounds per workload, after one warm-up [default: 5; --quick: 2]."),
-    sizes: Optional[str] = typer.Option(None, "--sizes", help="Training image sizes, comma-separated [default: 128,256; --quick: 64]."),
-    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", help="Training batch sizes [default: 1,4; --quick: 1]."),
-    translate_size: Optional[int] = typer.Option(None, "--translate-size", help="Translation image size, 0 skips [default: 256; --quick: 64]."),
-    styles: Optional[int] = typer.Option(None, "--styles", min=1, help="Styles per translated image [default: 8; --quick: 2]."),
-    memory_size: Optional[int] = typer.Option(None, "--memory-size", help="Size of the translate peak-memory check, 0 skips [default: 1024; --quick: 0]."),
-    precisions: Optional[str] = typer.Option(None, "--precisions", help="Comma-separated [default: the native ones: fp32, plus bf16 on CPUs with AVX512-BF16 / AMX; fp32,bf16,fp16 on CUDA]. Emulated bf16 is measured only when listed here."),
-    preset: str = typer.Option("munit", "--preset", help=f"Model preset: {' | '.join(PRESETS)}."),
-    threads: int = typer.Option(0, "--threads", min=0, help="CPU threads while measuring (0: torch's default)."),
-    naive: bool = typer.Option(True, "--naive/--no-naive", help="Run the naive baseline side by side (speed ratios)."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the training generators (ours)."),
-    quick: bool = typer.Option(False, "--quick", help="A small subset for a fast check (seconds on a GPU, a minute on a CPU)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the full results as one JSON object."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
+    repeats: Optional[int] = typer.Option(None, "--repeats", metavar="N", min=1, help="Timed rounds per workload, after one warm-up (default: 5; --quick: 2)."),
+    sizes: Optional[str] = typer.Option(None, "--sizes", metavar="LIST", help="Training image sizes, comma-separated (default: 128,256; --quick: 64)."),
+    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", metavar="LIST", help="Training batch sizes (default: 1,4; --quick: 1)."),
+    translate_size: Optional[int] = typer.Option(None, "--translate-size", metavar="PX", help="Translation image size, 0 skips (default: 256; --quick: 64)."),
+    styles: Optional[int] = typer.Option(None, "--styles", metavar="N", min=1, help="Styles per translated image (default: 8; --quick: 2)."),
+    memory_size: Optional[int] = typer.Option(None, "--memory-size", metavar="PX", help="Size of the translate peak-memory check, 0 skips (default: 1024; --quick: 0)."),
+    precisions: Optional[str] = typer.Option(None, "--precisions", metavar="LIST", help="Comma-separated (default: the native ones: fp32, plus bf16 on CPUs with AVX512-BF16 / AMX; fp32,bf16,fp16 on CUDA). Emulated bf16 is measured only when listed here."),
+    preset: str = typer.Option("munit", "--preset", metavar="NAME", help=f"Model preset: {' | '.join(PRESETS)}."),
+    threads: int = typer.Option(0, "--threads", metavar="N", min=0, help="CPU threads while measuring (0: torch's default)."),
+    naive: bool = typer.Option(True, "--naive/--no-naive", metavar="", help="Run the naive baseline side by side (speed ratios)."),
+    compile: bool = typer.Option(False, "--compile", metavar="", help="torch.compile the training generators (ours)."),
+    quick: bool = typer.Option(False, "--quick", metavar="", help="A small subset for a fast check (seconds on a GPU, a minute on a CPU)."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the full results as one JSON object."),
 ) -> None:
     """Measure translation and training speed on this device, next to the naive baseline.
 

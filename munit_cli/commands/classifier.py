@@ -11,7 +11,7 @@ from rich.progress import TextColumn
 
 from munit_cli.atomic import refuse_overwrite
 from munit_cli.classifier import Recipe, default_store_size, load_class, save_classifier, select_files, train_classifier
-from munit_cli.data import resolve_domain
+from munit_cli.datasets import resolve_domain
 from munit_cli.errors import MunitError
 from munit_cli.images import DEFAULT_MAX_PIXELS
 from munit_cli.runtime import DEVICE_HELP, PRECISION_HELP, resolve_device
@@ -22,24 +22,24 @@ _R = Recipe()
 
 @friendly
 def train_classifier_cmd(
-    src: str = typer.Option(..., "--src", help="Domain a: a folder, or a name under --data (ROOT/NAME or ROOT/train/NAME)."),
-    tgt: str = typer.Option(..., "--tgt", help="Domain b, like --src."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Data root holding the domain folders, as in train."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors classifier."),
-    exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Leave out files whose name or relative path matches this pattern (e.g. '49??.jpg'); repeat for several."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many images per domain (the first, sorted)."),
-    holdout: float = typer.Option(_R.holdout, "--holdout", help="Fraction held out to measure accuracy (chosen by a hash of the file name)."),
-    image_size: int = typer.Option(_R.image_size, "--image-size", help="Side of the square the network sees."),
-    epochs: int = typer.Option(_R.epochs, "--epochs", help="Passes over the training images."),
-    batch_size: int = typer.Option(_R.batch_size, "--batch-size", help="Images per step."),
-    lr: float = typer.Option(_R.lr, "--lr", help="AdamW peak learning rate (warm-up, then cosine)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the initialisation, order and augmentation."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP + "."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Threads decoding images (default: min(4, CPUs))."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Skip larger images (decompression-bomb guard; 0: no limit)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the figures."),
+    src: str = typer.Option(..., "--src", metavar="DOMAIN", help="Domain a: a folder, or a name under --data (ROOT/NAME or ROOT/train/NAME)."),
+    tgt: str = typer.Option(..., "--tgt", metavar="DOMAIN", help="Domain b, like --src."),
+    data: Optional[Path] = typer.Option(None, "--data", metavar="DIR", help="Data root holding the domain folders, as in train."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="FILE", help="Output .safetensors classifier."),
+    exclude: Optional[list[str]] = typer.Option(None, "--exclude", metavar="GLOB", help="Leave out files whose name or relative path matches this pattern (e.g. '49??.jpg'); repeat for several."),
+    limit: Optional[int] = typer.Option(None, "--limit", metavar="N", help="At most this many images per domain (the first, sorted)."),
+    holdout: float = typer.Option(_R.holdout, "--holdout", metavar="FRAC", help="Fraction held out to measure accuracy (chosen by a hash of the file name)."),
+    image_size: int = typer.Option(_R.image_size, "--image-size", metavar="PX", help="Side of the square the network sees."),
+    epochs: int = typer.Option(_R.epochs, "--epochs", metavar="N", help="Passes over the training images."),
+    batch_size: int = typer.Option(_R.batch_size, "--batch-size", metavar="N", help="Images per step."),
+    lr: float = typer.Option(_R.lr, "--lr", metavar="LR", help="AdamW peak learning rate (warm-up, then cosine)."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the initialisation, order and augmentation."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
+    precision: str = typer.Option("auto", "--precision", metavar="NAME", help=PRECISION_HELP + "."),
+    workers: Optional[int] = typer.Option(None, "--workers", metavar="N", help="Threads decoding images (default: min(4, CPUs))."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", metavar="N", min=0, help="Skip larger images (decompression-bomb guard; 0: no limit)."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace an existing --out."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object with the figures."),
 ) -> None:
     """Train the domain classifier that judges translations (munit eval, train --eval-every).
 

@@ -68,26 +68,27 @@ def _print_table(report: dict) -> None:
 
 @friendly
 def eval_cmd(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Checkpoint .safetensors, run directory, or model name (default: the shipped model)."),
-    classifier: Path = typer.Option(..., "--classifier", "-c", help="Domain classifier from `munit train-classifier`."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Root with test/NAME, val/NAME or NAME folders for the model's domains."),
-    src_images: Optional[list[str]] = typer.Option(None, "--src-images", help="Test images of domain a (files, folders, globs); repeat for several."),
-    tgt_images: Optional[list[str]] = typer.Option(None, "--tgt-images", help="Test images of domain b, like --src-images."),
-    num_styles: int = typer.Option(10, "--num-styles", "-n", min=2, help="Styles per input (outputs whose diversity is measured)."),
-    seeds: int = typer.Option(3, "--seeds", min=1, help="Repeat with this many seeds (--seed, --seed + 1, ...): mean and spread."),
-    seed: int = typer.Option(0, "--seed", help="First seed of the styles and reference picks."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=2, help="At most this many images per domain (the first, sorted)."),
-    grid: Optional[Path] = typer.Option(None, "--grid", help="Write a contact sheet: inputs and their outputs, both directions."),
-    grid_rows: int = typer.Option(4, "--grid-rows", min=1, help="Inputs per direction on the contact sheet (latent, then reference rows)."),
-    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help=f"FID InceptionV3 weights ({INCEPTION_FILES[0]}; default: the torch hub cache) for real FID/KID [eval extra]."),
-    lpips_weights: Optional[Path] = typer.Option(None, "--lpips-weights", help=f"torchvision AlexNet weights ({LPIPS_FILES[0]}; default: the torch hub cache) for LPIPS diversity [eval extra]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Styles decoded per forward pass (default: 8 at 256 px)."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP + "."),
-    no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw weights even if the checkpoint has EMA weights."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Skip larger images (decompression-bomb guard; 0: no limit)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --grid file."),
-    as_json: bool = typer.Option(False, "--json", help="Print the full report as one JSON object."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="MODEL", help="Checkpoint .safetensors, run directory, or model name (default: the shipped model)."),
+    classifier: Path = typer.Option(..., "--classifier", "-c", metavar="FILE", help="Domain classifier from `munit train-classifier`."),
+    data: Optional[Path] = typer.Option(None, "--data", metavar="DIR", help="Root with test/NAME, val/NAME or NAME folders for the model's domains."),
+    src_images: Optional[list[str]] = typer.Option(None, "--src-images", metavar="GLOB", help="Test images of domain a (files, folders, globs); repeat for several."),
+    tgt_images: Optional[list[str]] = typer.Option(None, "--tgt-images", metavar="GLOB", help="Test images of domain b, like --src-images."),
+    num_styles: int = typer.Option(10, "--num-styles", "-n", metavar="N", min=2, help="Styles per input (outputs whose diversity is measured)."),
+    seeds: int = typer.Option(3, "--seeds", metavar="N", min=1, help="Repeat with this many seeds (--seed, --seed + 1, ...): mean and spread."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="First seed of the styles and reference picks."),
+    limit: Optional[int] = typer.Option(None, "--limit", metavar="N", min=2, help="At most this many images per domain (the first, sorted)."),
+    grid: Optional[Path] = typer.Option(None, "--grid", metavar="FILE", help="Write a contact sheet: inputs and their outputs, both directions."),
+    grid_rows: int = typer.Option(4, "--grid-rows", metavar="N", min=1, help="Inputs per direction on the contact sheet (latent, then reference rows)."),
+    inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", metavar="FILE", help=f"FID InceptionV3 weights ({INCEPTION_FILES[0]}; default: the torch hub cache) for real FID/KID [eval extra]."),
+    lpips_weights: Optional[Path] = typer.Option(None, "--lpips-weights", metavar="FILE", help=f"torchvision AlexNet weights ({LPIPS_FILES[0]}; default: the torch hub cache) for LPIPS diversity [eval extra]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", metavar="N", min=1, help="Styles decoded per forward pass (default: 8 at 256 px)."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
+    precision: str = typer.Option("auto", "--precision", metavar="NAME", help=PRECISION_HELP + "."),
+    raw_weights: bool = typer.Option(False, "--raw-weights", metavar="", help="Use the raw weights even if the checkpoint has EMA weights."),
+    no_ema: bool = typer.Option(False, "--no-ema", hidden=True, help="Old name of --raw-weights."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", metavar="N", min=0, help="Skip larger images (decompression-bomb guard; 0: no limit)."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace an existing --grid file."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the full report as one JSON object."),
 ) -> None:
     """Measure how well a model translates: success rate, diversity, FID / KID, per direction.
 
@@ -109,7 +110,7 @@ def eval_cmd(
     prec = pick_precision(precision, dev)
     if grid is not None:
         refuse_overwrite(grid, overwrite)
-    bundle = load_generators(resolve_model(model), prefer_ema=not no_ema)
+    bundle = load_generators(resolve_model(model), prefer_ema=not (raw_weights or no_ema))
     clf = load_classifier(classifier).to(dev)
     paths = _paths(bundle, data, src_images or [], tgt_images or [], limit)
     images = {d: load_eval_images(name, paths[d], bundle.info.image_size, max_pixels)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from munit_cli.errors import MunitError
-from munit_cli.export import DTYPES, FORMATS, export_generators, export_onnx
+from munit_cli.exporting import DTYPES, FORMATS, export_generators, export_onnx
 from munit_cli.ui import friendly, print_json, warn
 
 
@@ -24,15 +24,16 @@ def _size(n: int) -> str:
 def export(
     source: Path = typer.Argument(..., help="A training checkpoint, a run folder (uses checkpoints/latest.safetensors), "
                                             "a generator checkpoint or an installed model name."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file, or folder with --format onnx."),
-    fmt: str = typer.Option("safetensors", "--format", help=f"{' | '.join(FORMATS)}"),
-    ema: bool = typer.Option(True, "--ema/--no-ema", help="Export the EMA-averaged generators (when the source has them) "
-                                                          "or the raw ones."),
-    dtype: str = typer.Option("float32", "--dtype", help=f"{' | '.join(DTYPES)} (safetensors only)."),
-    direction: Optional[str] = typer.Option(None, "--direction", help="a2b | b2a | SRC2DST with domain names (e.g. dog2cat): "
+    out: Path = typer.Option(..., "--out", "-o", metavar="PATH", help="Output .safetensors file, or folder with --format onnx."),
+    fmt: str = typer.Option("safetensors", "--format", metavar="FORMAT", help=f"{' | '.join(FORMATS)}"),
+    raw_weights: bool = typer.Option(False, "--raw-weights", metavar="", help="Export the raw generators, not the "
+                                     "EMA-averaged ones (used when the source has them)."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", hidden=True, help="Old names: --no-ema is --raw-weights."),
+    dtype: str = typer.Option("float32", "--dtype", metavar="DTYPE", help=f"{' | '.join(DTYPES)} (safetensors only)."),
+    direction: Optional[str] = typer.Option(None, "--direction", metavar="DIR", help="a2b | b2a | SRC2DST with domain names (e.g. dog2cat): "
                                                                       "keep only what this direction needs. Required for onnx."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a line."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace an existing --out."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object instead of a line."),
 ) -> None:
     """Write deployable generator weights: no discriminators, no optimizer state.
 
@@ -42,6 +43,7 @@ def export(
 
       munit export runs/dog2cat --out dog2cat-onnx --format onnx --direction dog2cat
     """
+    ema = ema and not raw_weights
     if fmt not in FORMATS:
         raise MunitError(f"unknown format {fmt!r}: use {' or '.join(FORMATS)}", exit_code=2)
     if fmt == "onnx":

@@ -14,11 +14,11 @@ from munit_cli.ui import friendly, print_json, warn
 @friendly
 def import_official(
     gen_pt: Path = typer.Argument(..., help="The reference generator checkpoint, gen_XXXXXXXX.pt."),
-    config: Path = typer.Option(..., "--config", "-c", help="The reference YAML config it was trained with."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors generator checkpoint."),
-    names: str = typer.Option("a,b", "--names", help="Names of domains a and b, e.g. dog,cat."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a line."),
+    config: Path = typer.Option(..., "--config", "-c", metavar="FILE", help="The reference YAML config it was trained with."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="FILE", help="Output .safetensors generator checkpoint."),
+    names: str = typer.Option("a,b", "--names", metavar="A,B", help="Names of domains a and b, e.g. dog,cat."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace an existing --out."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object instead of a line."),
 ) -> None:
     """Convert a generator checkpoint of the reference implementation (NVlabs/MUNIT).
 

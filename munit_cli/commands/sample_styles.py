@@ -61,8 +61,9 @@ def sample_styles(
     overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace existing --out / --grid-out files."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object describing what was written."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
-    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP + "."),
-    no_ema: bool = typer.Option(False, "--no-ema", metavar="", help="Use the raw weights even if the checkpoint has EMA weights."),
+    precision: str = typer.Option("auto", "--precision", metavar="NAME", help=PRECISION_HELP + "."),
+    raw_weights: bool = typer.Option(False, "--raw-weights", metavar="", help="Use the raw weights even if the checkpoint has EMA weights."),
+    no_ema: bool = typer.Option(False, "--no-ema", hidden=True, help="Old name of --raw-weights."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, metavar="N", help="Refuse larger images (decompression-bomb guard; 0: no limit)."),
 ) -> None:
     """Sample style codes into a reusable styles file, and preview them.
@@ -84,7 +85,7 @@ def sample_styles(
     dev = resolve_device(device)
     precision = pick_precision(precision, dev)
     model_path = resolve_model(model)
-    bundle = load_generators(model_path, prefer_ema=not no_ema)
+    bundle = load_generators(model_path, prefer_ema=not (raw_weights or no_ema))
     info = bundle.info
     d = info.domain_key(domain or "b")
     name = info.domains["ab".index(d)]

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
@@ -14,25 +15,25 @@ import typer
 from rich.progress import TextColumn
 
 from munit_cli.atomic import ensure_writable_dir
-from munit_cli.config import PRESETS, RunConfig, load_run_config_file, model_preset, to_dict, train_preset
-from munit_cli.data import scan_domain
+from munit_cli.config import (PRESETS, RunConfig, TrainConfig, load_run_config_file, model_preset, resumable_fields,
+                              to_dict, train_preset)
+from munit_cli.datasets import scan_domain
 from munit_cli.errors import MunitError
 from munit_cli.evaluation import probe_spec
 from munit_cli.images import DEFAULT_MAX_PIXELS
+from munit_cli.run_config import check_init_from, resolve_run_config
 from munit_cli.runtime import DEVICE_HELP, PRECISION_HELP, resolve_device
-from munit_cli.training_run import Options, StopFlag, StopRequested, TrainingRun, check_init_from
+from munit_cli.training_run import (MetricsLogged, Options, RunStarted, RunWarning, StepDone, StopFlag, StopRequested,
+                                    TrainingEvent, TrainingRun)
 from munit_cli.ui import err_console, friendly, pick_precision, print_json, progress, warn
 
-# flag name -> TrainConfig field, applied only when given
-TRAIN_FLAGS = ("iters", "batch_size", "lr", "lr_dis", "seed", "workers", "save_every", "keep", "sample_every",
-               "log_every", "ema", "ema_beta", "precision", "gan_w", "recon_x_w", "recon_c_w", "recon_s_w",
-               "recon_x_cyc_w", "vgg_w", "lr_step", "shared_fakes", "lr_policy", "init", "diffaug", "center_crop",
-               "ema_start", "init_from")
+# a flag named like a TrainConfig field sets that field, when given
+TRAIN_FLAGS = tuple(f.name for f in fields(TrainConfig))
 # flag name -> (ModelConfig section, field), applied only when given
 MODEL_FLAGS = {"gan_type": ("dis", "gan_type"), "dis_kind": ("dis", "kind"), "dis_weight_norm": ("dis", "weight_norm"),
                "gen_weight_norm": ("gen", "weight_norm"), "up_norm": ("gen", "up_norm"), "res_block": ("gen", "res_block")}
 # what may change when resuming (the experiment itself comes from the checkpoint)
-RESUMABLE = ("iters", "workers", "save_every", "keep", "sample_every", "log_every", "precision")
+RESUMABLE = resumable_fields()
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -41,14 +42,31 @@ def _distributed() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def _resolve(preset: str, config: Optional[Path], flags: dict, image_size: Optional[int], src, tgt, data) -> RunConfig:
+def _device(device: str, world: int, local_rank: int) -> torch.device:
+    dev = resolve_device(device)
+    if world > 1 and dev.type == "cuda":
+        dev = torch.device("cuda", local_rank)
+    return dev
+
+
+def _init_distributed(world: int, dev: torch.device) -> None:
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        if dev.type == "cpu":
+            torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+
+
+def _resolve(preset: str, config: Optional[Path], flags: dict, image_size: Optional[int], src, tgt, data,
+             resume: bool) -> RunConfig:
+    if not resume and (src is None or tgt is None) and config is None:
+        raise MunitError("pass --src and --tgt (the two image domains)", exit_code=2)
     cfg = RunConfig(model_preset(preset), train_preset(preset))
     if config is not None:
         cfg = load_run_config_file(config, cfg)
     for k, v in flags.items():
         if v is not None and k in MODEL_FLAGS:
             setattr(getattr(cfg.model, MODEL_FLAGS[k][0]), MODEL_FLAGS[k][1], v)
-        elif v is not None:
+        elif v is not None and k in TRAIN_FLAGS:
             setattr(cfg.train, k, v)
     if image_size is not None:
         cfg.model.image_size = image_size
@@ -57,121 +75,35 @@ def _resolve(preset: str, config: Optional[Path], flags: dict, image_size: Optio
             setattr(cfg.data, k, str(v))
     cfg.model.validate()
     cfg.train.validate()
+    if not resume and (not cfg.data.src or not cfg.data.tgt):
+        raise MunitError("pass --src and --tgt (the two image domains)", exit_code=2)
     return cfg
 
 
-@friendly
-def train(
-    src: Optional[str] = typer.Option(None, "--src", help="Domain a: a folder, or a name under --data (ROOT/NAME or ROOT/train/NAME)."),
-    tgt: Optional[str] = typer.Option(None, "--tgt", help="Domain b, like --src."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Data root holding the domain folders (AFHQ layout works)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory [default: runs/SRC2TGT]."),
-    preset: str = typer.Option("munit", "--preset", help=f"Model and schedule preset: {' | '.join(PRESETS)}."),
-    config: Optional[Path] = typer.Option(None, "--config", help="JSON file {model, train, data} applied over the preset."),
-    iters: Optional[int] = typer.Option(None, "--iters", help="Total training iterations."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per domain per step (per GPU)."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Training crop size (shorter side resized to it)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Generator learning rate."),
-    lr_dis: Optional[float] = typer.Option(None, "--lr-dis", help="Discriminator learning rate."),
-    lr_step: Optional[int] = typer.Option(None, "--lr-step", help="Halve learning rates every N steps."),
-    gan_w: Optional[float] = typer.Option(None, "--gan-w", help="Adversarial loss weight."),
-    recon_x_w: Optional[float] = typer.Option(None, "--recon-x-w", help="Image reconstruction weight."),
-    recon_c_w: Optional[float] = typer.Option(None, "--recon-c-w", help="Content reconstruction weight."),
-    recon_s_w: Optional[float] = typer.Option(None, "--recon-s-w", help="Style reconstruction weight."),
-    recon_x_cyc_w: Optional[float] = typer.Option(None, "--recon-x-cyc-w", help="Explicit cycle loss weight (0 = off)."),
-    vgg_w: Optional[float] = typer.Option(None, "--vgg-w", help="Perceptual loss weight (needs --vgg-weights)."),
-    vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="Local VGG16 weights file for the perceptual loss."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + "; fp32 master weights [default: auto]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for init, data order, augmentation and styles."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes."),
-    save_every: Optional[int] = typer.Option(None, "--save-every", help="Steps between checkpoints."),
-    keep: Optional[int] = typer.Option(None, "--keep", help="Step checkpoints to keep (plus latest)."),
-    sample_every: Optional[int] = typer.Option(None, "--sample-every", help="Steps between sample grids."),
-    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps between metric lines."),
-    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Keep EMA generators (used for samples/export)."),
-    ema_beta: Optional[float] = typer.Option(None, "--ema-beta", help="EMA decay."),
-    shared_fakes: Optional[bool] = typer.Option(None, "--shared-fakes/--reference-step", help="Generate fakes once per step (fast) or twice as the reference."),
-    gan_type: Optional[str] = typer.Option(None, "--gan-type", help="GAN objective: lsgan (paper) | hinge | nonsaturating."),
-    dis_kind: Optional[str] = typer.Option(None, "--dis-kind", help="Discriminator: patch (paper, multi-scale) | global (residual, one score per image) | both."),
-    gen_weight_norm: Optional[str] = typer.Option(None, "--gen-weight-norm", help="Generator weight norm: none | spectral."),
-    dis_weight_norm: Optional[str] = typer.Option(None, "--dis-weight-norm", help="Discriminator weight norm: none | spectral."),
-    up_norm: Optional[str] = typer.Option(None, "--up-norm", help="Decoder upsampling norm: ln (paper) | adain (style-modulated)."),
-    res_block: Optional[str] = typer.Option(None, "--res-block", help="Residual blocks: post (paper, conv-norm-act) | pre (pre-activation)."),
-    lr_policy: Optional[str] = typer.Option(None, "--lr-policy", help="step (halve every --lr-step, paper) | constant."),
-    init: Optional[str] = typer.Option(None, "--init", help="Weight init: reference (kaiming G, N(0, 0.02) D) | orthogonal."),
-    diffaug: Optional[str] = typer.Option(None, "--diffaug", help='DiffAugment on every D input, e.g. "color,translation,cutout" ("" = off).'),
-    center_crop: Optional[float] = typer.Option(None, "--center-crop", help="Keep this central fraction of each photo side before resize and crop (1 = off)."),
-    ema_start: Optional[int] = typer.Option(None, "--ema-start", help="Step at which EMA averaging starts (copies the weights before)."),
-    init_from: Optional[str] = typer.Option(None, "--init-from", help="Warm start: load generators (and discriminators if present) from a checkpoint, run folder or model name; fresh optimisers, step 0."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the generators."),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard events to RUN_DIR/tb."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and the data found, then exit."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar; log lines only."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, help="Skip larger images (decompression-bomb guard; 0: no limit)."),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Every N steps, probe success rate and diversity on --eval-data with --classifier; keeps checkpoints/best.safetensors."),
-    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Probe images: ROOT with test/NAME, val/NAME or NAME folders (the first 16 per domain)."),
-    classifier: Optional[Path] = typer.Option(None, "--classifier", help="Domain classifier for the probe (`munit train-classifier`)."),
-) -> None:
-    """Train MUNIT on two folders of unpaired images.
-
-    Examples:
-      munit train --data afhq --src dog --tgt cat
-      munit train --data ../pets --src cat --tgt dog --preset small --out runs/pets
-      torchrun --nproc_per_node 4 -m munit_cli train --data afhq --src dog --tgt cat
-    Ctrl-C finishes the current step, writes a checkpoint and exits 130; --resume continues.
-    """
-    flags = {k: v for k, v in locals().items() if k in TRAIN_FLAGS or k in MODEL_FLAGS}
-    if resume and out is None:
-        raise MunitError("--resume needs --out RUN_DIR (the run to continue)", exit_code=2)
-    if resume and init_from is not None:
-        raise MunitError("--init-from starts a new run from a checkpoint's weights and --resume continues a run: "
-                         "pass one of them", exit_code=2)
-    rank, world, local_rank = _distributed()
-    dev = resolve_device(device)
-    if world > 1 and dev.type == "cuda":
-        dev = torch.device("cuda", local_rank)
-    if not resume and (src is None or tgt is None) and config is None:
-        raise MunitError("pass --src and --tgt (the two image domains)", exit_code=2)
-    cfg = _resolve(preset, config, flags, image_size, src, tgt, data)
-    if not resume and (not cfg.data.src or not cfg.data.tgt):
-        raise MunitError("pass --src and --tgt (the two image domains)", exit_code=2)
-    prec = pick_precision(cfg.train.precision, dev)  # validates, and warns where bf16 is emulated
-    run_dir = out or Path("runs") / f"{Path(cfg.data.src).name}2{Path(cfg.data.tgt).name}"
-    if vgg_weights is None and cfg.train.vgg_w > 0:
-        raise MunitError("--vgg-w > 0 needs --vgg-weights FILE (VGG16 weights; nothing is downloaded)", exit_code=2)
-
-    if dry_run:
-        if cfg.train.init_from:
-            check_init_from(cfg)
-        root = Path(cfg.data.root) if cfg.data.root else None
-        doms = [scan_domain(root, n, cfg.train.display_size, max_pixels) for n in (cfg.data.src, cfg.data.tgt)]
-        print_json({"run_dir": str(run_dir), "device": str(dev), "precision": prec, "config": {"model": to_dict(cfg.model),
-                    "train": to_dict(cfg.train), "data": to_dict(cfg.data)},
-                    "domains": [{"name": d.name, "folder": str(d.folder), "images": len(d.files),
-                                 "unreadable": [str(p) for p in d.unreadable], "too_large": [str(p) for p in d.too_large],
-                                 "display": [str(p) for p in d.display]}
-                                for d in doms]})
-        return
-
-    if world > 1:
-        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-        if dev.type == "cpu":
-            torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
-    main = rank == 0
-    overrides = {k: v for k, v in flags.items() if v is not None and k in RESUMABLE}
+def _resume_overrides(flags: dict, resume: bool, main: bool) -> dict:
+    """The given flags a resumed run takes; says which given flags --resume ignores."""
     if resume:
         ignored = [k for k, v in flags.items() if v is not None and k not in RESUMABLE]
         if ignored and main:
             warn(f"--resume keeps the run's own settings; ignoring {', '.join('--' + k.replace('_', '-') for k in ignored)}")
-    stop = StopFlag()
-    opts = Options(dev, resume=resume, vgg_weights=str(vgg_weights) if vgg_weights else None, compile=compile,
-                   tensorboard=tensorboard, rank=rank, world=world, overrides_on_resume=overrides, max_pixels=max_pixels)
-    opts.probe = probe_spec(eval_every, eval_data, classifier)
-    if main:
-        ensure_writable_dir(run_dir, "--out ")
+    return {k: v for k, v in flags.items() if v is not None and k in RESUMABLE}
 
+
+def _print_dry_run(cfg: RunConfig, run_dir: Path, dev: torch.device, prec: str, max_pixels: int) -> None:
+    if cfg.train.init_from:
+        check_init_from(cfg)
+    root = Path(cfg.data.root) if cfg.data.root else None
+    doms = [scan_domain(root, n, cfg.train.display_size, max_pixels) for n in (cfg.data.src, cfg.data.tgt)]
+    print_json({"run_dir": str(run_dir), "device": str(dev), "precision": prec, "config": {"model": to_dict(cfg.model),
+                "train": to_dict(cfg.train), "data": to_dict(cfg.data)},
+                "domains": [{"name": d.name, "folder": str(d.folder), "images": len(d.files),
+                             "unreadable": [str(p) for p in d.unreadable], "too_large": [str(p) for p in d.too_large],
+                             "display": [str(p) for p in d.display]}
+                            for d in doms]})
+
+
+def _handle_signals(stop: StopFlag, main: bool) -> dict:
+    """Ctrl-C / SIGTERM: finish this step and save; a second one stops at once. Returns the old handlers."""
     def on_signal(signum, frame):
         if stop.signum is not None:  # second Ctrl-C: stop now
             raise KeyboardInterrupt
@@ -179,42 +111,60 @@ def train(
         if main:
             err_console.print(f"[yellow]signal {signum}: finishing this step and saving a checkpoint (again to abort)[/]")
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    bar = progress(TextColumn("{task.fields[info]}"), disable=quiet or not main)
-    task = None
+    return {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
-    def callback(kind: str, info: dict) -> None:
-        nonlocal task
-        if not main:
+
+class _Report:
+    """Draws the progress bar and prints what the run reports (rank 0 only)."""
+
+    def __init__(self, dev: torch.device, run_dir: Path, max_pixels: int, quiet: bool, main: bool):
+        self.dev, self.run_dir, self.max_pixels, self.quiet, self.main = dev, run_dir, max_pixels, quiet, main
+        self.bar = progress(TextColumn("{task.fields[info]}"), disable=quiet or not main)
+        self.task = None
+
+    def __call__(self, e: TrainingEvent) -> None:
+        if not self.main:
             return
-        if kind == "start":
-            err_console.print(f"training {info['domains'][0]} ({info['images'][0]} images) <-> "
-                              f"{info['domains'][1]} ({info['images'][1]} images) on {dev}, "
-                              f"{info['precision']}, into {run_dir}")
-            if info.get("init_from") and info["step"] == 0:
-                err_console.print(f"weights from {info['init_from']}")
-            if info["unreadable"]:
-                warn(f"{info['unreadable']} file(s) could not be opened and are skipped (see --dry-run)")
-            if info["too_large"]:
-                warn(f"{info['too_large']} image(s) over the limit of {max_pixels:,} pixels are skipped: "
-                     "pass --max-pixels to raise it if you trust the files")
-            task = bar.add_task("train", total=info["total"], completed=info["step"], info="")
-        elif kind == "step":
-            bar.update(task, completed=info["step"])
-        elif kind == "log":
-            short = (f"{info['images_per_s']:.1f} img/s  x {info['loss_recon_x_a']:.3f}/{info['loss_recon_x_b']:.3f}  "
-                     f"gan {info['loss_gan_a']:.2f}/{info['loss_gan_b']:.2f}  dis {info['loss_dis_a']:.2f}/{info['loss_dis_b']:.2f}")
-            if "probe_success" in info:
-                short += f"  success {info['probe_success']:.2f} (best {info['probe_best']:.2f})"
-            bar.update(task, info=short)
-            if quiet:
-                print(json.dumps(info), file=sys.stderr, flush=True)
-        elif kind == "warning":
-            warn(info["message"])
+        if isinstance(e, RunStarted):
+            self._start(e)
+        elif isinstance(e, StepDone):
+            self.bar.update(self.task, completed=e.step)
+        elif isinstance(e, MetricsLogged):
+            self._log(e.row)
+        elif isinstance(e, RunWarning):
+            warn(e.message)
 
+    def _start(self, e: RunStarted) -> None:
+        err_console.print(f"training {e.domains[0]} ({e.images[0]} images) <-> "
+                          f"{e.domains[1]} ({e.images[1]} images) on {self.dev}, "
+                          f"{e.precision}, into {self.run_dir}")
+        if e.init_from and e.step == 0:
+            err_console.print(f"weights from {e.init_from}")
+        if e.unreadable:
+            warn(f"{e.unreadable} file(s) could not be opened and are skipped (see --dry-run)")
+        if e.too_large:
+            warn(f"{e.too_large} image(s) over the limit of {self.max_pixels:,} pixels are skipped: "
+                 "pass --max-pixels to raise it if you trust the files")
+        self.task = self.bar.add_task("train", total=e.total, completed=e.step, info="")
+
+    def _log(self, row: dict) -> None:
+        short = (f"{row['images_per_s']:.1f} img/s  x {row['loss_recon_x_a']:.3f}/{row['loss_recon_x_b']:.3f}  "
+                 f"gan {row['loss_gan_a']:.2f}/{row['loss_gan_b']:.2f}  dis {row['loss_dis_a']:.2f}/{row['loss_dis_b']:.2f}")
+        if "probe_success" in row:
+            short += f"  success {row['probe_success']:.2f} (best {row['probe_best']:.2f})"
+        self.bar.update(self.task, info=short)
+        if self.quiet:
+            print(json.dumps(row), file=sys.stderr, flush=True)
+
+
+def _run(run_dir: Path, cfg: RunConfig, opts: Options, overrides: dict, quiet: bool) -> None:
+    """Train (or resume) in run_dir; Ctrl-C saves and exits 128 + the signal number."""
+    main, stop = opts.rank == 0, StopFlag()
+    old = _handle_signals(stop, main)
+    report = _Report(opts.device, run_dir, opts.max_pixels, quiet, main)
     try:
-        with bar:
-            run = TrainingRun(run_dir, cfg, opts, callback, stop)
+        with report.bar:
+            run = TrainingRun(run_dir, resolve_run_config(run_dir, cfg, overrides, opts.resume), opts, report, stop)
             path = run.run()
     except StopRequested as e:
         if main:
@@ -225,7 +175,101 @@ def train(
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        if world > 1 and torch.distributed.is_initialized():
+        if opts.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     if main:
         print(path)
+
+
+@friendly
+def train(
+    src: Optional[str] = typer.Option(None, "--src", metavar="DOMAIN", help="Domain a: a folder, or a name under --data (ROOT/NAME or ROOT/train/NAME)."),
+    tgt: Optional[str] = typer.Option(None, "--tgt", metavar="DOMAIN", help="Domain b, like --src."),
+    data: Optional[Path] = typer.Option(None, "--data", metavar="ROOT", help="Data root holding the domain folders (AFHQ layout works)."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Run directory (default: runs/SRC2TGT)."),
+    preset: str = typer.Option("munit", "--preset", metavar="NAME", help=f"Model and schedule preset: {' | '.join(PRESETS)}."),
+    config: Optional[Path] = typer.Option(None, "--config", metavar="FILE", help="JSON file {model, train, data} applied over the preset."),
+    iters: Optional[int] = typer.Option(None, "--iters", metavar="N", help="Total training iterations."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", metavar="N", help="Images per domain per step (per GPU)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", metavar="PX", help="Training crop size (shorter side resized to it)."),
+    lr: Optional[float] = typer.Option(None, "--lr", metavar="LR", help="Generator learning rate."),
+    lr_dis: Optional[float] = typer.Option(None, "--lr-dis", metavar="LR", help="Discriminator learning rate."),
+    lr_step: Optional[int] = typer.Option(None, "--lr-step", metavar="N", help="Halve learning rates every N steps."),
+    gan_w: Optional[float] = typer.Option(None, "--gan-w", metavar="W", help="Adversarial loss weight."),
+    recon_x_w: Optional[float] = typer.Option(None, "--recon-x-w", metavar="W", help="Image reconstruction weight."),
+    recon_c_w: Optional[float] = typer.Option(None, "--recon-c-w", metavar="W", help="Content reconstruction weight."),
+    recon_s_w: Optional[float] = typer.Option(None, "--recon-s-w", metavar="W", help="Style reconstruction weight."),
+    recon_x_cyc_w: Optional[float] = typer.Option(None, "--recon-x-cyc-w", metavar="W", help="Explicit cycle loss weight (0 = off)."),
+    vgg_w: Optional[float] = typer.Option(None, "--vgg-w", metavar="W", help="Perceptual loss weight (needs --vgg-weights)."),
+    vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", metavar="FILE", help="Local VGG16 weights file for the perceptual loss."),
+    resume: bool = typer.Option(False, "--resume", metavar="", help="Continue the run in --out from its latest checkpoint."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", metavar="NAME", help=PRECISION_HELP + "; fp32 master weights [default: auto]."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="N", help="Seed for init, data order, augmentation and styles."),
+    workers: Optional[int] = typer.Option(None, "--workers", metavar="N", help="DataLoader worker processes."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", metavar="N", help="Steps between checkpoints."),
+    keep: Optional[int] = typer.Option(None, "--keep", metavar="N", help="Step checkpoints to keep (plus latest)."),
+    sample_every: Optional[int] = typer.Option(None, "--sample-every", metavar="N", help="Steps between sample grids."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", metavar="N", help="Steps between metric lines."),
+    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", metavar="", help="Keep EMA generators (used for samples/export)."),
+    ema_beta: Optional[float] = typer.Option(None, "--ema-beta", metavar="BETA", help="EMA decay."),
+    shared_fakes: Optional[bool] = typer.Option(None, "--shared-fakes/--reference-step", metavar="", help="Generate fakes once per step (fast) or twice as the reference."),
+    gan_type: Optional[str] = typer.Option(None, "--gan-type", metavar="NAME", help="GAN objective: lsgan (paper) | hinge | nonsaturating."),
+    dis_kind: Optional[str] = typer.Option(None, "--dis-kind", metavar="NAME", help="Discriminator: patch (paper, multi-scale) | global (residual, one score per image) | both."),
+    gen_weight_norm: Optional[str] = typer.Option(None, "--gen-weight-norm", metavar="NAME", help="Generator weight norm: none | spectral."),
+    dis_weight_norm: Optional[str] = typer.Option(None, "--dis-weight-norm", metavar="NAME", help="Discriminator weight norm: none | spectral."),
+    up_norm: Optional[str] = typer.Option(None, "--up-norm", metavar="NAME", help="Decoder upsampling norm: ln (paper) | adain (style-modulated)."),
+    res_block: Optional[str] = typer.Option(None, "--res-block", metavar="NAME", help="Residual blocks: post (paper, conv-norm-act) | pre (pre-activation)."),
+    lr_policy: Optional[str] = typer.Option(None, "--lr-policy", metavar="NAME", help="step (halve every --lr-step, paper) | constant."),
+    init: Optional[str] = typer.Option(None, "--init", metavar="NAME", help="Weight init: reference (kaiming G, N(0, 0.02) D) | orthogonal."),
+    diffaug: Optional[str] = typer.Option(None, "--diffaug", metavar="OPS", help='DiffAugment on every D input, e.g. "color,translation,cutout" ("" = off).'),
+    center_crop: Optional[float] = typer.Option(None, "--center-crop", metavar="FRAC", help="Keep this central fraction of each photo side before resize and crop (1 = off)."),
+    ema_start: Optional[int] = typer.Option(None, "--ema-start", metavar="N", help="Step at which EMA averaging starts (copies the weights before)."),
+    init_from: Optional[str] = typer.Option(None, "--init-from", metavar="MODEL", help="Warm start: load generators (and discriminators if present) from a checkpoint, run folder or model name; fresh optimisers, step 0."),
+    compile: bool = typer.Option(False, "--compile", metavar="", help="torch.compile the generators."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", metavar="", help="Also write TensorBoard events to RUN_DIR/tb."),
+    dry_run: bool = typer.Option(False, "--dry-run", metavar="", help="Print the resolved config and the data found, then exit."),
+    quiet: bool = typer.Option(False, "--quiet", metavar="", help="No progress bar; log lines only."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, metavar="N", help="Skip larger images (decompression-bomb guard; 0: no limit)."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", metavar="N", help="Every N steps, probe success rate and diversity on --eval-data with --classifier; keeps checkpoints/best.safetensors."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", metavar="DIR", help="Probe images: ROOT with test/NAME, val/NAME or NAME folders (the first 16 per domain)."),
+    classifier: Optional[Path] = typer.Option(None, "--classifier", metavar="FILE", help="Domain classifier for the probe (`munit train-classifier`)."),
+) -> None:
+    """Train MUNIT on two folders of unpaired images.
+
+    Examples:
+      munit train --data afhq --src dog --tgt cat
+      munit train --data ../pets --src cat --tgt dog --preset small --out runs/pets
+      torchrun --nproc_per_node 4 -m munit_cli train --data afhq --src dog --tgt cat
+    Ctrl-C finishes the current step, writes a checkpoint and exits 130; --resume continues.
+    """
+    flags = dict(iters=iters, batch_size=batch_size, lr=lr, lr_dis=lr_dis, lr_step=lr_step, gan_w=gan_w, recon_x_w=recon_x_w,
+                 recon_c_w=recon_c_w, recon_s_w=recon_s_w, recon_x_cyc_w=recon_x_cyc_w, vgg_w=vgg_w, precision=precision,
+                 seed=seed, workers=workers, save_every=save_every, keep=keep, sample_every=sample_every,
+                 log_every=log_every, ema=ema, ema_beta=ema_beta, shared_fakes=shared_fakes, gan_type=gan_type,
+                 dis_kind=dis_kind, gen_weight_norm=gen_weight_norm, dis_weight_norm=dis_weight_norm, up_norm=up_norm,
+                 res_block=res_block, lr_policy=lr_policy, init=init, diffaug=diffaug, center_crop=center_crop,
+                 ema_start=ema_start, init_from=init_from)  # parameter order: --resume lists ignored ones so
+    if resume and out is None:
+        raise MunitError("--resume needs --out RUN_DIR (the run to continue)", exit_code=2)
+    if resume and init_from is not None:
+        raise MunitError("--init-from starts a new run from a checkpoint's weights and --resume continues a run: "
+                         "pass one of them", exit_code=2)
+    rank, world, local_rank = _distributed()
+    dev = _device(device, world, local_rank)
+    cfg = _resolve(preset, config, flags, image_size, src, tgt, data, resume)
+    prec = pick_precision(cfg.train.precision, dev)  # validates, and warns where bf16 is emulated
+    run_dir = out or Path("runs") / f"{Path(cfg.data.src).name}2{Path(cfg.data.tgt).name}"
+    if vgg_weights is None and cfg.train.vgg_w > 0:
+        raise MunitError("--vgg-w > 0 needs --vgg-weights FILE (VGG16 weights; nothing is downloaded)", exit_code=2)
+    if dry_run:
+        _print_dry_run(cfg, run_dir, dev, prec, max_pixels)
+        return
+    _init_distributed(world, dev)
+    overrides = _resume_overrides(flags, resume, rank == 0)
+    opts = Options(dev, resume=resume, vgg_weights=str(vgg_weights) if vgg_weights else None, compile=compile,
+                   tensorboard=tensorboard, rank=rank, world=world, overrides_on_resume=overrides, max_pixels=max_pixels)
+    opts.probe = probe_spec(eval_every, eval_data, classifier)
+    if rank == 0:
+        ensure_writable_dir(run_dir, "--out ")
+    _run(run_dir, cfg, opts, overrides, quiet)

@@ -134,9 +134,10 @@ def translate(
     as_json: bool = typer.Option(False, "--json", metavar="", help="One JSON line per written file on stdout, nothing else."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", metavar="N", help="Styles decoded per forward pass (default: 8 at 256 px, fewer for larger images)."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
-    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP + "."),
+    precision: str = typer.Option("auto", "--precision", metavar="NAME", help=PRECISION_HELP + "."),
     workers: Optional[int] = typer.Option(None, "--workers", metavar="N", help="Background threads decoding inputs and writing outputs (default: min(4, CPUs))."),
-    no_ema: bool = typer.Option(False, "--no-ema", metavar="", help="Use the raw weights even if the checkpoint has EMA weights."),
+    raw_weights: bool = typer.Option(False, "--raw-weights", metavar="", help="Use the raw weights even if the checkpoint has EMA weights."),
+    no_ema: bool = typer.Option(False, "--no-ema", hidden=True, help="Old name of --raw-weights."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, metavar="N", help="Refuse larger images (decompression-bomb guard; 0: no limit)."),
 ) -> None:
     """Translate images to the other domain with N styles each.
@@ -159,7 +160,7 @@ def translate(
     dev = resolve_device(device)
     precision = pick_precision(precision, dev)
     jobs = plan_jobs(read_stdin_items(inputs), exclude=outdir)
-    bundle = load_generators(resolve_model(model), prefer_ema=not no_ema)
+    bundle = load_generators(resolve_model(model), prefer_ema=not (raw_weights or no_ema))
     src, tgt = resolve_direction(bundle, to, direction)
     proc_size = None if keep_size else (size or bundle.info.image_size)
     tr = Translator(bundle, src, tgt, dev, precision, batch_size, style_encoder=bool(style_from))

@@ -93,7 +93,7 @@ def load_source(source: Path, ema: bool, direction: str | None) -> Source:
     if ema and not bundle.ema and info.kind == "training":
         notes.append(f"{path.name} has no EMA weights: exporting the raw generators")
     if not ema and bundle.ema and not info.has_ema():
-        notes.append(f"{path.name} holds only EMA weights (it is an EMA export): --no-ema cannot recover the raw ones")
+        notes.append(f"{path.name} holds only EMA weights (it is an EMA export): --raw-weights cannot recover them")
     arg = Path(source).expanduser()
     try:  # "run/checkpoints/latest.safetensors" for a run folder, else the file name
         name = str(path.relative_to(arg.parent)) if arg.is_dir() else path.name

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from munit_cli.baseline import NaiveTrainer, naive_generators, naive_translate
-from munit_cli.checkpoint import GEN_PARTS, CheckpointInfo, GeneratorBundle
+from munit_cli.checkpoint import CheckpointInfo, GeneratorBundle
 from munit_cli.config import TrainConfig, model_preset
 from munit_cli.inference import Translator
 from munit_cli.models import build_generator, random_styles
@@ -190,8 +190,6 @@ def random_bundle(preset: str) -> GeneratorBundle:
     torch.manual_seed(0)
     cfg = model_preset(preset)
     gens = {d: build_generator(cfg) for d in "ab"}
-    for g in gens.values():
-        g.parts = GEN_PARTS
     info = CheckpointInfo(Path("<random init>"), "generator", cfg, None, ("a", "b"), cfg.image_size, 0, "bench")
     return GeneratorBundle(info, gens, False, torch.float32)
 

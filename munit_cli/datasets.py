@@ -7,7 +7,6 @@ with or without DataLoader workers, and each DDP rank reads its own shard.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -198,7 +197,3 @@ def make_stream(files: list[Path], size: int, batch_size: int, seed: int, domain
         prefetch_factor=4 if workers > 0 else None,
     )
     return iter(loader)
-
-
-def epochs_done(position: int, n: int, world: int = 1) -> float:
-    return position / max(1, math.floor(n / world))
