@@ -40,7 +40,7 @@ def _cfg(root: Path, **train) -> RunConfig:
     return cfg
 
 
-def test_end_to_end_tiny(pets, tmp_path):
+def test_end_to_end_tiny(pets, tmp_path, one_thread):
     run_dir = tmp_path / "run"
     r = runner.invoke(app, ["train", "--data", str(pets), "--src", "dog", "--tgt", "cat", "--preset", "tiny",
                             "--iters", "300", "--log-every", "25", "--save-every", "150", "--sample-every", "150",
