@@ -170,3 +170,17 @@ def test_info_system_says_what_auto_picks(request, fixture, want):
     assert r.exit_code == 0 and f"--precision auto -> {want}" in r.stdout
     r = CliRunner().invoke(app, ["info"])
     assert r.exit_code == 2 and "--system" in r.stderr
+
+
+def test_resuming_a_bf16_run_where_bf16_is_emulated_warns(emulating_cpu, tmp_path, one_thread):
+    make_domain(tmp_path / "data" / "dog", 4, seed=1, size=(36, 36))
+    make_domain(tmp_path / "data" / "cat", 4, seed=2, size=(36, 36))
+    run = tmp_path / "run"
+    common = ["--preset", "tiny", "--out", str(run), "--quiet", "--device", "cpu"]
+    r = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "data"), "--src", "dog", "--tgt", "cat",
+                                 "--iters", "1", "--precision", "bf16", *common])
+    assert r.exit_code == 0, r.output
+    assert sum("emulated" in ln for ln in r.stderr.splitlines()) == 1
+    r = CliRunner().invoke(app, ["train", "--resume", "--iters", "2", *common])
+    assert r.exit_code == 0, r.output
+    assert sum("emulated" in ln for ln in r.stderr.splitlines()) == 1  # the checkpoint's bf16, not a flag

@@ -163,8 +163,11 @@ def _run(run_dir: Path, cfg: RunConfig, opts: Options, overrides: dict, quiet: b
     old = _handle_signals(stop, main)
     report = _Report(opts.device, run_dir, opts.max_pixels, quiet, main)
     try:
+        resolved = resolve_run_config(run_dir, cfg, overrides, opts.resume)
+        if opts.resume and main:  # the run's own precision: it may be emulated on this machine
+            pick_precision(resolved.cfg.train.precision, opts.device)
         with report.bar:
-            run = TrainingRun(run_dir, resolve_run_config(run_dir, cfg, overrides, opts.resume), opts, report, stop)
+            run = TrainingRun(run_dir, resolved, opts, report, stop)
             path = run.run()
     except StopRequested as e:
         if main:
