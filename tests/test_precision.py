@@ -78,6 +78,8 @@ def test_bad_precisions_are_usage_errors():
 def test_probe_reads_the_cpu_and_its_overrides(monkeypatch):
     """The real probe: not x86, below AVX-512, or oneDNN capped below bf16 -> not native."""
     probe = runtime.cpu_bf16.__wrapped__  # the uncached function
+    for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):  # whatever this machine's environment sets
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(runtime.platform, "machine", lambda: "arm64")
     assert not probe().native and "arm64" in probe().reason
     monkeypatch.setattr(runtime.platform, "machine", lambda: "x86_64")

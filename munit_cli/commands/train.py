@@ -207,7 +207,7 @@ def train(
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", metavar="FILE", help="Local VGG16 weights file for the perceptual loss."),
     resume: bool = typer.Option(False, "--resume", metavar="", help="Continue the run in --out from its latest checkpoint."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
-    precision: Optional[str] = typer.Option(None, "--precision", metavar="NAME", help=PRECISION_HELP + "; fp32 master weights [default: auto]."),
+    precision: Optional[str] = typer.Option(None, "--precision", metavar="NAME", help=PRECISION_HELP + "; fp32 master weights (default: auto)."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="N", help="Seed for init, data order, augmentation and styles."),
     workers: Optional[int] = typer.Option(None, "--workers", metavar="N", help="DataLoader worker processes."),
     save_every: Optional[int] = typer.Option(None, "--save-every", metavar="N", help="Steps between checkpoints."),
