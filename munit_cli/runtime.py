@@ -148,24 +148,22 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _device_entry(device: torch.device, name: str) -> dict:
+    choice = auto_precision(device)
+    return {"device": str(device), "name": name, "auto_precision": choice.precision, "reason": choice.reason,
+            "native_precisions": list(native_precisions(device))}
+
+
 def system_report() -> dict:
     """What this machine offers munit: CPU and its bf16 support, GPUs, and what
     `--precision auto` resolves to on each device, with the reason (`munit info --system`)."""
-    bf = cpu_bf16()
-    cpu_auto = auto_precision(torch.device("cpu"))
-    devices = [{"device": "cpu", "name": _cpu_model(), "auto_precision": cpu_auto.precision,
-                "reason": cpu_auto.reason, "native_precisions": list(native_precisions(torch.device("cpu")))}]
+    devices = [_device_entry(torch.device("cpu"), _cpu_model())]
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
-        dev = torch.device("cuda", i)
-        choice = auto_precision(dev)
-        devices.append({"device": str(dev), "name": torch.cuda.get_device_name(dev), "auto_precision": choice.precision,
-                        "reason": choice.reason, "native_precisions": list(native_precisions(dev))})
+        devices.append(_device_entry(torch.device("cuda", i), torch.cuda.get_device_name(i)))
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        choice = auto_precision(torch.device("mps"))
-        devices.append({"device": "mps", "name": "Apple GPU", "auto_precision": choice.precision,
-                        "reason": choice.reason, "native_precisions": ["fp32"]})
+        devices.append(_device_entry(torch.device("mps"), "Apple GPU"))
     return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16_native": bf.native,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16_native": cpu_bf16().native,
             "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
             "default_device": str(resolve_device("auto")), "devices": devices}
 
