@@ -121,6 +121,8 @@ class TrainConfig:
     recon_s_w: float = 1.0  # style reconstruction weight
     recon_x_cyc_w: float = 0.0  # explicit cycle-consistency weight (0 = off)
     vgg_w: float = 0.0  # domain-invariant perceptual loss weight (0 = off; needs VGG16 file)
+    ds_w: float = 0.0  # diversity-sensitive loss weight (StarGAN v2; 0 = off): rewards unlike outputs for two random styles
+    ds_decay: int = 0  # steps over which ds_w falls linearly to 0 (StarGAN v2); 0 = constant
     ema: bool = True  # keep an exponential moving average of both generators
     ema_beta: float = 0.999  # EMA decay per step
     ema_start: int = 0  # steps before averaging starts (the EMA copies the weights until then)
@@ -144,7 +146,7 @@ class TrainConfig:
         for n in ("lr", "lr_dis"):
             _check(getattr(self, n) > 0, n, getattr(self, n), "must be > 0")
         for n in ("weight_decay", "gan_w", "recon_x_w", "recon_c_w", "recon_s_w", "recon_x_cyc_w", "vgg_w", "workers", "seed",
-                  "ema_start"):
+                  "ema_start", "ds_w", "ds_decay"):
             _check(getattr(self, n) >= 0, n, getattr(self, n), "must be >= 0")
         for n in ("beta1", "beta2", "ema_beta", "lr_gamma"):
             _check(0 <= getattr(self, n) <= 1, n, getattr(self, n), "must be in [0, 1]")

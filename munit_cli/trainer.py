@@ -13,6 +13,13 @@ objective, DiffAugment on every D input (drawn from `aug_rng`, saved with the RN
 constant learning rate, orthogonal init, and the EMA start; under spectral norm the EMA
 copies the live nets' power-iteration vectors, as it cannot iterate itself. A warm start
 (`init_from`) loads trained weights and averages at the full EMA beta from step 0.
+
+Diversity-sensitive loss (`ds_w`, StarGAN v2, Choi et al. 2020, eq. 3; the mode-seeking idea
+of Mao et al. 2019): each cross decode also runs with a second random style, and the mean L1
+distance between the two outputs is subtracted from the G loss, its weight falling linearly
+to 0 over `ds_decay` steps. It fights the collapse in which a decoder ignores its style code.
+Off (0) in every preset; the extra styles are drawn only when it is on, so runs without it
+draw the same codes as before.
 """
 
 from __future__ import annotations
@@ -42,18 +49,25 @@ class GenPair(nn.Module):
         super().__init__()
         self.gen_a, self.gen_b, self.cycle = gen_a, gen_b, cycle
 
-    def forward(self, x_a: Tensor, x_b: Tensor, s_a: Tensor, s_b: Tensor) -> dict[str, Tensor]:
+    def forward(self, x_a: Tensor, x_b: Tensor, s_a: Tensor, s_b: Tensor, s_a2: Tensor | None = None,
+                s_b2: Tensor | None = None) -> dict[str, Tensor]:
+        """`s_a2`, `s_b2`: second random styles for the diversity-sensitive loss (x_ba2, x_ab2)."""
         c_a, s_a_prime = self.gen_a.encode(x_a)
         c_b, s_b_prime = self.gen_b.encode(x_b)
-        # one decode per generator over [own content + own style; other content + random style]:
-        # per-sample norms make this exactly the two separate decodes, with better conv batching
-        x_a_recon, x_ba = self.gen_a.decode(torch.cat([c_a, c_b]), torch.cat([s_a_prime, s_a])).chunk(2)
-        x_b_recon, x_ab = self.gen_b.decode(torch.cat([c_b, c_a]), torch.cat([s_b_prime, s_b])).chunk(2)
+        # one decode per generator over [own content + own style; other content + random style(s)]:
+        # per-sample norms make this exactly the separate decodes, with better conv batching
+        ds = s_a2 is not None
+        parts = 3 if ds else 2
+        xs_a = self.gen_a.decode(torch.cat([c_a, c_b] + [c_b] * ds), torch.cat([s_a_prime, s_a] + [s_a2] * ds)).chunk(parts)
+        xs_b = self.gen_b.decode(torch.cat([c_b, c_a] + [c_a] * ds), torch.cat([s_b_prime, s_b] + [s_b2] * ds)).chunk(parts)
+        (x_a_recon, x_ba), (x_b_recon, x_ab) = xs_a[:2], xs_b[:2]
         c_b_recon, s_a_recon = self.gen_a.encode(x_ba)
         c_a_recon, s_b_recon = self.gen_b.encode(x_ab)
         out = dict(c_a=c_a, c_b=c_b, s_a_prime=s_a_prime, s_b_prime=s_b_prime, x_a_recon=x_a_recon,
                    x_b_recon=x_b_recon, x_ba=x_ba, x_ab=x_ab, c_a_recon=c_a_recon, c_b_recon=c_b_recon,
                    s_a_recon=s_a_recon, s_b_recon=s_b_recon)
+        if ds:
+            out["x_ba2"], out["x_ab2"] = xs_a[2], xs_b[2]
         if self.cycle:
             out["x_aba"] = self.gen_a.decode(c_a_recon, s_a_prime)
             out["x_bab"] = self.gen_b.decode(c_b_recon, s_b_prime)
@@ -135,11 +149,18 @@ class Trainer:
 
     # --- one iteration -------------------------------------------------------------------
 
-    def _styles(self, n: int) -> tuple[Tensor, Tensor]:
-        # drawn on the CPU so runs on any device draw the same codes
-        s = torch.randn(2, n, self.model_cfg.gen.style_dim, 1, 1, generator=self.style_rng)
-        s = s.to(self.device, non_blocking=True)
-        return s[0], s[1]
+    def _styles(self, n: int) -> tuple[Tensor, ...]:
+        """s_a, s_b, and with the diversity-sensitive loss on, s_a2, s_b2. Drawn on the CPU so
+        runs on any device draw the same codes."""
+        k = 4 if self.cfg.ds_w > 0 else 2
+        s = torch.randn(k, n, self.model_cfg.gen.style_dim, 1, 1, generator=self.style_rng)
+        return tuple(s.to(self.device, non_blocking=True).unbind(0))
+
+    def ds_weight(self) -> float:
+        """The diversity-sensitive loss weight at this step (linear decay to 0 over ds_decay)."""
+        if self.cfg.ds_decay <= 0:
+            return self.cfg.ds_w
+        return self.cfg.ds_w * max(0.0, 1.0 - self.step / self.cfg.ds_decay)
 
     def _set_lr(self) -> None:
         k = 1.0 if self.cfg.lr_policy == "constant" else self.cfg.lr_gamma ** (self.step // self.cfg.lr_step)
@@ -183,6 +204,10 @@ class Trainer:
             L["loss_vgg_a"] = self.vgg(out["x_ba"], x_b)
             L["loss_vgg_b"] = self.vgg(out["x_ab"], x_a)
             w["vgg"] = cfg.vgg_w
+        if "x_ba2" in out:  # minus the distance between two styles' outputs: maximised
+            L["loss_ds_a"] = -recon(out["x_ba"].float(), out["x_ba2"].float())
+            L["loss_ds_b"] = -recon(out["x_ab"].float(), out["x_ab2"].float())
+            w["ds"] = self.ds_weight()
         total = sum(w[k[5:-2]] * v.float() for k, v in L.items())
         L["loss_gen_total"] = total
         return L
@@ -192,10 +217,10 @@ class Trainer:
         self.gens.train()  # `inference_generators` may have left them in eval mode
         self._set_lr()
         x_a, x_b = self._prep(x_a), self._prep(x_b)
-        s_a, s_b = self._styles(x_a.shape[0])
+        s_a, s_b, *s2 = self._styles(x_a.shape[0])
         if self.cfg.shared_fakes:
             with autocast(self.device, self.cfg.precision):
-                out = self.gens_fwd(x_a, x_b, s_a, s_b)
+                out = self.gens_fwd(x_a, x_b, s_a, s_b, *s2)
             loss_dis_a, loss_dis_b = self._dis_update(x_a, x_b, out["x_ba"], out["x_ab"])
             self.dis.requires_grad_(False)  # G step: gradients flow through D to G only
         else:  # the reference: fakes for D, then a second full generator pass for G
@@ -204,9 +229,9 @@ class Trainer:
                 c_b, _ = self.gen_b.encode(x_b)
                 x_ba, x_ab = self.gen_a.decode(c_b, s_a), self.gen_b.decode(c_a, s_b)
             loss_dis_a, loss_dis_b = self._dis_update(x_a, x_b, x_ba, x_ab)
-            s_a, s_b = self._styles(x_a.shape[0])
+            s_a, s_b, *s2 = self._styles(x_a.shape[0])
             with autocast(self.device, self.cfg.precision):
-                out = self.gens_fwd(x_a, x_b, s_a, s_b)
+                out = self.gens_fwd(x_a, x_b, s_a, s_b, *s2)
         with autocast(self.device, self.cfg.precision):
             L = self._gen_losses(x_a, x_b, s_a, s_b, out)
         self.opt_gen.zero_grad(set_to_none=True)

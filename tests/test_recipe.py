@@ -41,7 +41,7 @@ def recipe_model(**dis) -> ModelConfig:
 
 
 RECIPE_TRAIN = dict(lr_policy="constant", init="orthogonal", diffaug="color,translation,cutout", center_crop=0.8,
-                    ema_start=2, lr_dis=4e-4, recon_x_w=0.1)
+                    ema_start=2, lr_dis=4e-4, recon_x_w=0.1, ds_w=1.0, ds_decay=4)
 
 
 @pytest.fixture
@@ -249,6 +249,39 @@ def test_schedules_and_ema_start(tiny_cfg, one_thread):
     assert step.opt_gen.param_groups[0]["lr"] == 0.5e-4  # the paper's step policy halves
 
 
+def test_diversity_sensitive_loss(tiny_cfg, one_thread):
+    torch.manual_seed(0)
+    x_a, x_b = torch.rand(2, 1, 3, 32, 32) * 2 - 1
+    plain = Trainer(tiny_cfg, TrainConfig(precision="fp32"), CPU)
+    drawn = torch.randn(2, 1, 8, 1, 1, generator=torch.Generator().manual_seed(plain.style_rng.initial_seed()))
+    assert [torch.equal(s, d) for s, d in zip(plain._styles(1), drawn)] == [True, True]  # off: the old draw
+    tr = Trainer(tiny_cfg, TrainConfig(ds_w=2.0, ds_decay=4, precision="fp32"), CPU)
+    styles = tr._styles(1)
+    assert len(styles) == 4
+    out = tr.gens(x_a, x_b, *styles)
+    c_b, _ = tr.gen_b.encode(x_b)  # content of b, decoded as a
+    assert torch.allclose(out["x_ba2"], tr.gen_a.decode(c_b, styles[2]), atol=1e-5)  # the batched decode is exact
+    assert not torch.allclose(out["x_ba2"], out["x_ba"], atol=1e-3)
+    L = tr._gen_losses(x_a, x_b, styles[0], styles[1], out)
+    assert torch.allclose(L["loss_ds_a"], -(out["x_ba"] - out["x_ba2"]).abs().mean())
+    without = {k: v for k, v in L.items() if k not in ("loss_ds_a", "loss_ds_b", "loss_gen_total")}
+    w = dict(gan=1, recon_x=10, recon_s=1, recon_c=1)
+    rest = sum(w[k[5:-2]] * v for k, v in without.items())
+    assert torch.allclose(L["loss_gen_total"], rest - 2.0 * (out["x_ba"] - out["x_ba2"]).abs().mean()
+                          - 2.0 * (out["x_ab"] - out["x_ab2"]).abs().mean(), atol=1e-5)
+    assert [tr.ds_weight() for tr.step in (0, 2, 4, 9)] == [2.0, 1.0, 0.0, 0.0]  # linear decay to 0
+    # a gradient step on the loss alone pushes the two styles' outputs apart
+    tr.gen_a.zero_grad()
+    L["loss_ds_a"].backward()
+    with torch.no_grad():
+        before = (out["x_ba"] - out["x_ba2"]).abs().mean()
+        for p in tr.gen_a.parameters():
+            if p.grad is not None:
+                p -= 1e-2 * p.grad
+        after = (tr.gen_a.decode(c_b, styles[1]) - tr.gen_a.decode(c_b, styles[2])).abs().mean()
+    assert after > before
+
+
 def test_center_crop_keeps_the_middle(tmp_path):
     img = Image.new("RGB", (40, 20), (255, 0, 0))
     img.paste((0, 0, 255), (10, 5, 30, 15))  # a blue middle half of each side in a red frame
@@ -375,7 +408,8 @@ def test_recipe_flags_reach_the_config(pets):
                             "--device", "cpu", "--dry-run", "--gan-type", "nonsaturating", "--dis-kind", "global",
                             "--gen-weight-norm", "spectral", "--dis-weight-norm", "spectral", "--up-norm", "adain",
                             "--res-block", "pre", "--lr-policy", "constant", "--init", "orthogonal",
-                            "--diffaug", "translation,cutout", "--center-crop", "0.7", "--ema-start", "50"])
+                            "--diffaug", "translation,cutout", "--center-crop", "0.7", "--ema-start", "50",
+                            "--ds-w", "0.5", "--ds-decay", "300"])
     assert r.exit_code == 0, r.output
     c = json.loads(r.stdout)["config"]
     assert (c["model"]["dis"]["gan_type"], c["model"]["dis"]["kind"], c["model"]["dis"]["weight_norm"]) == \
@@ -385,6 +419,7 @@ def test_recipe_flags_reach_the_config(pets):
     t = c["train"]
     assert (t["lr_policy"], t["init"], t["diffaug"], t["center_crop"], t["ema_start"]) == \
         ("constant", "orthogonal", "translation,cutout", 0.7, 50)
+    assert (t["ds_w"], t["ds_decay"]) == (0.5, 300)
     r = runner.invoke(app, ["train", "--data", str(pets), "--src", "dog", "--tgt", "cat", "--preset", "tiny",
                             "--device", "cpu", "--dry-run", "--diffaug", "colour"])
     assert r.exit_code == 1 and "diffaug" in r.stderr and "Traceback" not in r.output
