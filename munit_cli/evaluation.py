@@ -260,9 +260,18 @@ class ProbeSpec:
     classifier: Path
 
 
+MIN_DIVERSITY_RATIO = 0.5  # best.safetensors: only probes whose diversity is >= this x the real photos'
+
+
 class TrainingProbe:
     """Fixed inputs and styles, both directions, latent mode: success rate and classifier-
-    feature diversity in a few seconds; remembers the best mean success rate."""
+    feature diversity in a few seconds; remembers the best mean success rate among probes
+    that are not collapsed.
+
+    A collapsed generator (every style gives the same picture) can fool the classifier, so a
+    probe is *eligible* for best.safetensors only when, in both directions, the diversity of
+    its outputs is at least MIN_DIVERSITY_RATIO x the same measure among real target photos
+    (groups of PROBE_STYLES probe photos, computed once)."""
 
     def __init__(self, spec: ProbeSpec, domains: tuple[str, str], image_size: int, device: torch.device,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
@@ -273,8 +282,15 @@ class TrainingProbe:
         for d, name in zip("ab", domains):
             files = find_images(eval_folder(spec.data, name))
             self.inputs[d] = load_eval_images(name, files[:PROBE_INPUTS], image_size, max_pixels).images
+        self.real_diversity = {d: self._real_diversity(x) for d, x in self.inputs.items()}
         self.best: float | None = None
         self.improved = False  # whether the last run() set a new best
+
+    def _real_diversity(self, x: Tensor) -> float:
+        """Mean pairwise classifier-feature distance within consecutive groups of PROBE_STYLES
+        real photos: what the outputs' diversity is compared with."""
+        groups = [x[i:i + PROBE_STYLES] for i in range(0, x.shape[0] - PROBE_STYLES + 1, PROBE_STYLES)] or [x]
+        return statistics.fmean(mean_pairwise_distance(self.clf.judge(g, "fp32")[1]) for g in groups)
 
     def due(self, step: int, total: int) -> bool:
         return step % self.spec.every == 0 or step == total
@@ -290,7 +306,8 @@ class TrainingProbe:
 
     def run(self, gen_a: Generator, gen_b: Generator, model: ModelConfig, precision: str) -> dict:
         """Probe figures: probe_success (mean of both directions), per direction success and
-        diversity, probe_best (best success so far, this one included), probe_s."""
+        diversity, the real photos' diversity per target domain, probe_eligible (not collapsed),
+        probe_best (best eligible success so far, this one included; None before one), probe_s."""
         t0 = time.perf_counter()
         gens = {d: copy.deepcopy(g) for d, g in (("a", gen_a), ("b", gen_b))}  # Translator sets eval mode, no grads
         info = CheckpointInfo(Path("training-probe"), "training", model, None, self.domains, model.image_size, 0,
@@ -308,7 +325,11 @@ class TrainingProbe:
             out[f"probe_success_{src}2{tgt}"] = hits / (len(self.inputs[src]) * PROBE_STYLES)
             out[f"probe_diversity_{src}2{tgt}"] = statistics.fmean(divs)
         out["probe_success"] = (out["probe_success_a2b"] + out["probe_success_b2a"]) / 2
-        self.improved = self.best is None or out["probe_success"] > self.best
+        for src, tgt in (("a", "b"), ("b", "a")):
+            out[f"probe_real_diversity_{tgt}"] = self.real_diversity[tgt]
+        out["probe_eligible"] = all(out[f"probe_diversity_{s}2{t}"] >= MIN_DIVERSITY_RATIO * self.real_diversity[t]
+                                    for s, t in (("a", "b"), ("b", "a")))
+        self.improved = out["probe_eligible"] and (self.best is None or out["probe_success"] > self.best)
         if self.improved:
             self.best = out["probe_success"]
         out["probe_best"] = self.best

@@ -17,7 +17,8 @@ from munit_cli.classifier import Recipe, load_class, load_classifier, save_class
 from munit_cli.cli import app
 from munit_cli.errors import MunitError
 from munit_cli import evaluation
-from munit_cli.evaluation import Measures, class_indices, evaluate, load_eval_images, overlap_warnings
+from munit_cli.evaluation import (Measures, ProbeSpec, TrainingProbe, class_indices, evaluate, load_eval_images,
+                                  overlap_warnings)
 
 runner = CliRunner()
 RECIPE = Recipe(image_size=32, store_size=36, widths=(16, 32, 64), convs=(1, 1, 1), epochs=5, batch_size=16,
@@ -143,6 +144,28 @@ def test_eval_cli_json_end_to_end(shapes, tiny_gen_ckpt, tmp_path, one_thread):
     assert r.exit_code == 1 and "no test images for domain 'dog'" in r.stderr
 
 
+def test_probe_never_keeps_a_collapsed_generator(shapes, tiny_gen_ckpt, monkeypatch, one_thread):
+    root, clf_path = shapes
+    bundle = load_generators(tiny_gen_ckpt)  # domains dog (a) / cat (b)
+    probe = TrainingProbe(ProbeSpec(2, root / "test", clf_path), ("dog", "cat"), 32, torch.device("cpu"))
+    assert all(v > 0 for v in probe.real_diversity.values())
+    FakeTranslator.targets = dict(probe.inputs)
+    monkeypatch.setattr(evaluation, "Translator", FakeTranslator)
+    run = lambda: probe.run(bundle.gens["a"], bundle.gens["b"], bundle.info.model, "fp32")  # noqa: E731
+    FakeTranslator.behaviour = "constant"  # every style the same grey picture
+    out = run()
+    assert out["probe_diversity_a2b"] == pytest.approx(0, abs=1e-9) and out["probe_success"] > 0
+    assert not out["probe_eligible"] and not probe.improved and out["probe_best"] is None
+    FakeTranslator.behaviour = "perfect"  # real target photos: as diverse as the real ones
+    out = run()
+    assert out["probe_eligible"] and probe.improved and out["probe_best"] == out["probe_success"] >= 0.9
+    assert out["probe_real_diversity_b"] == probe.real_diversity["b"]
+    probe.best = 0.0  # even a collapsed probe that beats the best so far is not kept
+    FakeTranslator.behaviour = "constant"
+    out = run()
+    assert out["probe_success"] > 0 and not probe.improved and out["probe_best"] == 0.0
+
+
 def _train(root: Path, out: Path, clf: Path, iters: int, *extra: str):
     return runner.invoke(app, ["train", "--data", str(root / "train"), "--src", "dog", "--tgt", "cat", "--preset", "tiny",
                                "--iters", str(iters), "--log-every", "3", "--save-every", "2", "--sample-every", "100",
@@ -150,8 +173,11 @@ def _train(root: Path, out: Path, clf: Path, iters: int, *extra: str):
                                "--eval-data", str(root / "test"), "--classifier", str(clf), "--quiet", *extra])
 
 
-def test_training_probe_writes_metrics_and_keeps_best(shapes, tmp_path, one_thread):
+def test_training_probe_writes_metrics_and_keeps_best(shapes, tmp_path, monkeypatch, one_thread):
     root, clf_path = shapes
+    # a 4-step tiny model is collapsed by the probe's rule (test_probe_never_keeps_a_collapsed_generator):
+    # let every probe count here, to test the bookkeeping of best.safetensors
+    monkeypatch.setattr(evaluation, "MIN_DIVERSITY_RATIO", 0.0)
     run = tmp_path / "run"
     r = _train(root, run, clf_path, 4)
     assert r.exit_code == 0, r.output
@@ -161,8 +187,10 @@ def test_training_probe_writes_metrics_and_keeps_best(shapes, tmp_path, one_thre
     for row in probes:
         assert 0 <= row["probe_success"] <= 1 and row["probe_diversity_a2b"] >= 0 and "loss_gan_a" in row
     best = run / "checkpoints" / "best.safetensors"
+    eligible = [p for p in probes if p["probe_eligible"]]
+    assert eligible == probes
     meta, _ = read_header(best)
-    assert meta["kind"] == "training" and json.loads(meta["probe"])["probe_success"] == max(p["probe_success"] for p in probes)
+    assert meta["kind"] == "training" and json.loads(meta["probe"])["probe_success"] == max(p["probe_success"] for p in eligible)
     # resume keeps the best so far: an unbeatable best stays, and best.safetensors is not rewritten
     save_tensors(best, load_tensors(best), {**meta, "probe": json.dumps({"probe_success": 2.0}), "step": "999"})
     r = _train(root, run, clf_path, 6, "--resume")

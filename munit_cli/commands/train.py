@@ -151,7 +151,9 @@ class _Report:
         short = (f"{row['images_per_s']:.1f} img/s  x {row['loss_recon_x_a']:.3f}/{row['loss_recon_x_b']:.3f}  "
                  f"gan {row['loss_gan_a']:.2f}/{row['loss_gan_b']:.2f}  dis {row['loss_dis_a']:.2f}/{row['loss_dis_b']:.2f}")
         if "probe_success" in row:
-            short += f"  success {row['probe_success']:.2f} (best {row['probe_best']:.2f})"
+            best = "none yet" if row["probe_best"] is None else f"{row['probe_best']:.2f}"
+            collapsed = "" if row["probe_eligible"] else ", collapsed"
+            short += f"  success {row['probe_success']:.2f}{collapsed} (best {best})"
         self.bar.update(self.task, info=short)
         if self.quiet:
             print(json.dumps(row), file=sys.stderr, flush=True)
