@@ -409,13 +409,13 @@ def test_recipe_flags_reach_the_config(pets):
                             "--gen-weight-norm", "spectral", "--dis-weight-norm", "spectral", "--up-norm", "adain",
                             "--res-block", "pre", "--lr-policy", "constant", "--init", "orthogonal",
                             "--diffaug", "translation,cutout", "--center-crop", "0.7", "--ema-start", "50",
-                            "--ds-w", "0.5", "--ds-decay", "300"])
+                            "--ds-w", "0.5", "--ds-decay", "300", "--n-downsample", "3"])
     assert r.exit_code == 0, r.output
     c = json.loads(r.stdout)["config"]
     assert (c["model"]["dis"]["gan_type"], c["model"]["dis"]["kind"], c["model"]["dis"]["weight_norm"]) == \
         ("nonsaturating", "global", "spectral")
-    assert (c["model"]["gen"]["weight_norm"], c["model"]["gen"]["up_norm"], c["model"]["gen"]["res_block"]) == \
-        ("spectral", "adain", "pre")
+    assert (c["model"]["gen"]["weight_norm"], c["model"]["gen"]["up_norm"], c["model"]["gen"]["res_block"],
+            c["model"]["gen"]["n_downsample"]) == ("spectral", "adain", "pre", 3)
     t = c["train"]
     assert (t["lr_policy"], t["init"], t["diffaug"], t["center_crop"], t["ema_start"]) == \
         ("constant", "orthogonal", "translation,cutout", 0.7, 50)

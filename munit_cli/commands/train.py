@@ -31,7 +31,8 @@ from munit_cli.ui import err_console, friendly, pick_precision, print_json, prog
 TRAIN_FLAGS = tuple(f.name for f in fields(TrainConfig))
 # flag name -> (ModelConfig section, field), applied only when given
 MODEL_FLAGS = {"gan_type": ("dis", "gan_type"), "dis_kind": ("dis", "kind"), "dis_weight_norm": ("dis", "weight_norm"),
-               "gen_weight_norm": ("gen", "weight_norm"), "up_norm": ("gen", "up_norm"), "res_block": ("gen", "res_block")}
+               "gen_weight_norm": ("gen", "weight_norm"), "up_norm": ("gen", "up_norm"), "res_block": ("gen", "res_block"),
+               "n_downsample": ("gen", "n_downsample")}
 # what may change when resuming (the experiment itself comes from the checkpoint)
 RESUMABLE = resumable_fields()
 
@@ -227,6 +228,7 @@ def train(
     dis_weight_norm: Optional[str] = typer.Option(None, "--dis-weight-norm", metavar="NAME", help="Discriminator weight norm: none | spectral."),
     up_norm: Optional[str] = typer.Option(None, "--up-norm", metavar="NAME", help="Decoder upsampling norm: ln (paper) | adain (style-modulated)."),
     res_block: Optional[str] = typer.Option(None, "--res-block", metavar="NAME", help="Residual blocks: post (paper, conv-norm-act) | pre (pre-activation)."),
+    n_downsample: Optional[int] = typer.Option(None, "--n-downsample", metavar="N", help="Content encoder downsamplings (paper 2; 3 gives a coarser content code, more room to change shape)."),
     lr_policy: Optional[str] = typer.Option(None, "--lr-policy", metavar="NAME", help="step (halve every --lr-step, paper) | constant."),
     init: Optional[str] = typer.Option(None, "--init", metavar="NAME", help="Weight init: reference (kaiming G, N(0, 0.02) D) | orthogonal."),
     diffaug: Optional[str] = typer.Option(None, "--diffaug", metavar="OPS", help='DiffAugment on every D input, e.g. "color,translation,cutout" ("" = off).'),
@@ -250,14 +252,14 @@ def train(
       torchrun --nproc_per_node 4 -m munit_cli train --data afhq --src dog --tgt cat
     Ctrl-C finishes the current step, writes a checkpoint and exits 130; --resume continues.
     """
+    # the flags named like config fields (None: not given); --resume warns about the non-resumable ones
     flags = dict(iters=iters, batch_size=batch_size, lr=lr, lr_dis=lr_dis, lr_step=lr_step, gan_w=gan_w, recon_x_w=recon_x_w,
-                 recon_c_w=recon_c_w, recon_s_w=recon_s_w, recon_x_cyc_w=recon_x_cyc_w, vgg_w=vgg_w, ds_w=ds_w, ds_decay=ds_decay,
-                 precision=precision,
-                 seed=seed, workers=workers, save_every=save_every, keep=keep, sample_every=sample_every,
-                 log_every=log_every, ema=ema, ema_beta=ema_beta, shared_fakes=shared_fakes, gan_type=gan_type,
-                 dis_kind=dis_kind, gen_weight_norm=gen_weight_norm, dis_weight_norm=dis_weight_norm, up_norm=up_norm,
-                 res_block=res_block, lr_policy=lr_policy, init=init, diffaug=diffaug, center_crop=center_crop,
-                 ema_start=ema_start, init_from=init_from)  # parameter order: --resume lists ignored ones so
+                 recon_c_w=recon_c_w, recon_s_w=recon_s_w, recon_x_cyc_w=recon_x_cyc_w, vgg_w=vgg_w, ds_w=ds_w,
+                 ds_decay=ds_decay, precision=precision, seed=seed, workers=workers, save_every=save_every, keep=keep,
+                 sample_every=sample_every, log_every=log_every, ema=ema, ema_beta=ema_beta, shared_fakes=shared_fakes,
+                 gan_type=gan_type, dis_kind=dis_kind, gen_weight_norm=gen_weight_norm, dis_weight_norm=dis_weight_norm,
+                 up_norm=up_norm, res_block=res_block, n_downsample=n_downsample, lr_policy=lr_policy, init=init,
+                 diffaug=diffaug, center_crop=center_crop, ema_start=ema_start, init_from=init_from)
     if resume and out is None:
         raise MunitError("--resume needs --out RUN_DIR (the run to continue)", exit_code=2)
     if resume and init_from is not None:
