@@ -1,0 +1,276 @@
+"""What `munit ui` computes: one loaded model, the photos the page sent with their content codes
+cached per direction, and style codes turned into pixels. No HTTP here (app.py serves it).
+
+Every pixel goes through munit_cli.inference (load_input, Translator, random_styles,
+interpolate_styles, save_style_bank), so the page shows what `munit translate` writes for the
+same model, photo, style codes and precision. Names as in inference.py: x_a a photo, c_a its
+content code, s_b style codes (N, style_dim, 1, 1), x_ab the outputs.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from munit_cli.checkpoint import GeneratorBundle
+from munit_cli.errors import MunitError
+from munit_cli.images import DEFAULT_MAX_PIXELS, ImageError, make_grid
+from munit_cli.inference import (Translator, load_input, require_style_encoder, resolve_direction,
+                                 supported_directions, u8_to_unit)
+from munit_cli.models import random_styles
+from munit_cli.styles import interpolate_styles, save_style_bank
+
+MAX_CODES = 64  # style codes in one request (a grid, a strip, a bank)
+MAX_STEPS = 32  # codes of one interpolation strip
+MAX_PHOTOS = 32  # photos kept with their content codes; the least recently used goes first
+MAX_SEED = 2**63 - 1
+CODE_LIMIT = 1000.0  # |entry| of a style code; random codes are N(0, 1), so this only stops garbage
+
+
+class WebError(MunitError):
+    """A request the page is told about with a message; `status` is its HTTP status."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class Superseded(WebError):
+    """A newer request of the same client and channel came in: nobody wants this one's result."""
+
+    def __init__(self) -> None:
+        super().__init__("superseded by a newer request", 409)
+
+
+def _nothing() -> None:
+    pass
+
+
+class Latest:
+    """The newest request number per (client, channel). A slider sends a request per move; a
+    newer one supersedes the older ones, which are dropped before (or right after) their compute
+    instead of queueing up behind it."""
+
+    def __init__(self, max_keys: int = 1024):
+        self._newest: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.max_keys = max_keys
+
+    def claim(self, client: str, channel: str, seq: int) -> Callable[[], None]:
+        """Register request `seq` (refused at once when a newer one is known); returns a check()
+        that raises Superseded as soon as a newer request of the same client and channel came."""
+        key = (client, channel)
+        with self._lock:
+            if seq <= self._newest.get(key, -1):
+                raise Superseded()
+            self._newest[key] = seq
+            self._newest.move_to_end(key)
+            while len(self._newest) > self.max_keys:
+                self._newest.popitem(last=False)
+
+        def check() -> None:
+            if self._newest.get(key) != seq:
+                raise Superseded()
+        return check
+
+
+@dataclass
+class Photo:
+    """An uploaded photo at the size translate would use, and its content code per direction."""
+
+    id: str
+    name: str
+    x: Tensor  # x_a (3, H, W) in [-1, 1], shorter side resized like `translate --size`
+    contents: dict[str, Tensor] = field(default_factory=dict)  # "a2b" -> c_a (1, C, H / m, W / m)
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return (self.x.shape[-2], self.x.shape[-1])
+
+
+# --- request values ---------------------------------------------------------------------
+
+def _int(value: Any, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise WebError(f"{name} must be an integer from {lo} to {hi}, got {value!r}")
+    return value
+
+
+def _number(value: Any, name: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and lo <= value <= hi):
+        raise WebError(f"{name} must be a number from {lo:g} to {hi:g}, got {value!r}")
+    return float(value)
+
+
+def parse_code(value: Any, style_dim: int, name: str = "code") -> list[float]:
+    """One style code as the page sends it: `style_dim` finite numbers."""
+    if not isinstance(value, list) or len(value) != style_dim:
+        raise WebError(f"{name} must be a list of {style_dim} numbers (this model's style_dim)")
+    return [_number(v, name, -CODE_LIMIT, CODE_LIMIT) for v in value]
+
+
+def parse_codes(value: Any, style_dim: int) -> Tensor:
+    """A list of codes -> s_b (N, style_dim, 1, 1) float32, rounded as a styles file stores them."""
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_CODES:
+        raise WebError(f"codes must be a list of 1 to {MAX_CODES} style codes")
+    rows = [parse_code(v, style_dim, "each code") for v in value]
+    return torch.tensor(rows, dtype=torch.float32).view(-1, style_dim, 1, 1)
+
+
+def display_name(name: Any, default: str = "photo") -> str:
+    """A file name fit to show and to build download names from (no folders, no control chars)."""
+    text = Path(str(name or "")).name if isinstance(name, str) else ""
+    text = "".join(ch for ch in text if ch.isprintable())[:100].strip()
+    return text or default
+
+
+# --- the studio -------------------------------------------------------------------------
+
+class Studio:
+    """A loaded model on a device, serving the page. Thread-safe; one computation runs at a time
+    (parallel ones would only share the same cores and all finish late)."""
+
+    def __init__(self, bundle: GeneratorBundle, device: torch.device, precision: str, workdir: Path, *,
+                 size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, model_name: str = "",
+                 max_photos: int = MAX_PHOTOS):
+        self.bundle, self.device, self.precision, self.workdir = bundle, device, precision, Path(workdir)
+        self.size = size or bundle.info.image_size
+        self.max_pixels, self.max_photos = max_pixels, max_photos
+        self.model_name = model_name or bundle.info.path.name
+        self.style_dim = bundle.info.model.gen.style_dim
+        self.directions = supported_directions(bundle)
+        if not self.directions:
+            raise MunitError(f"{str(bundle.info.path)!r} holds no complete translation direction: re-export it")
+        self.translators = {d: Translator(bundle, d[0], d[-1], device, precision) for d in self.directions}
+        self.lock = threading.Lock()  # the compute
+        self.latest = Latest()
+        self.encodes = 0  # content codes computed: one per photo and direction
+        self._photos: collections.OrderedDict[str, Photo] = collections.OrderedDict()
+        self._photos_lock = threading.Lock()
+
+    def domain(self, key: str) -> str:
+        return self.bundle.info.domains["ab".index(key)]
+
+    def describe(self) -> dict:
+        """What the page needs to draw its controls."""
+        return {"model": self.model_name, "domains": {"a": self.domain("a"), "b": self.domain("b")},
+                "directions": [{"key": d, "source": self.domain(d[0]), "target": self.domain(d[-1]),
+                                "style_from_photo": "enc_style" in self.bundle.parts.get(d[-1], ())}
+                               for d in self.directions],
+                "style_dim": self.style_dim, "size": self.size, "device": str(self.device),
+                "precision": self.precision, "ema": self.bundle.ema, "max_codes": MAX_CODES, "max_steps": MAX_STEPS}
+
+    def direction(self, name: Any) -> str:
+        """'a2b' / 'b2a' from a direction name the model can translate (a2b, or cat2dog)."""
+        if not isinstance(name, str):
+            raise WebError(f"direction must be one of {', '.join(self.directions)}, got {name!r}")
+        src, tgt = resolve_direction(self.bundle, None, name)
+        key = f"{src}2{tgt}"
+        if key not in self.directions:
+            raise WebError(f"this model cannot translate {name}: it holds {', '.join(self.directions)} only")
+        return key
+
+    # --- photos ---
+
+    def _load(self, data: bytes, name: str) -> Tensor:
+        """Uploaded bytes -> x (3, H, W), decoded by translate's robust, size-limited loader from a
+        file in the temporary folder (removed at once)."""
+        tmp = self.workdir / f"upload-{secrets.token_hex(8)}"
+        try:
+            tmp.write_bytes(data)
+            return load_input(tmp, self.size, self.max_pixels)
+        except ImageError as e:
+            raise WebError(str(e).replace(repr(str(tmp)), repr(name))) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def add_photo(self, data: bytes, name: str) -> Photo:
+        photo = Photo(secrets.token_hex(8), name, self._load(data, name))
+        with self._photos_lock:
+            self._photos[photo.id] = photo
+            while len(self._photos) > self.max_photos:
+                self._photos.popitem(last=False)
+        return photo
+
+    def photo(self, photo_id: Any) -> Photo:
+        with self._photos_lock:
+            photo = self._photos.get(photo_id) if isinstance(photo_id, str) else None
+            if photo is None:
+                raise WebError("this photo is no longer on the server (it restarted, or many photos came since): "
+                               "pick it again", 404)
+            self._photos.move_to_end(photo_id)
+        return photo
+
+    # --- style codes ---
+
+    def codes(self, req: dict) -> Tensor:
+        """s_b (N, style_dim, 1, 1) float32 from exactly one of: "codes": [[...], ...];
+        "random": {"n", "seed", "truncation"} (translate -n N --seed S --truncation T);
+        "interpolate": {"from", "to", "steps"} (sample-styles --interpolate)."""
+        given = [k for k in ("codes", "random", "interpolate") if k in req]
+        if len(given) != 1:
+            raise WebError("send exactly one of codes, random or interpolate")
+        if "codes" in given:
+            return parse_codes(req["codes"], self.style_dim)
+        spec = req[given[0]]
+        if not isinstance(spec, dict):
+            raise WebError(f"{given[0]} must be an object")
+        if "random" in given:
+            n = _int(spec.get("n", 8), "n", 1, MAX_CODES)
+            seed = _int(spec.get("seed", 0), "seed", 0, MAX_SEED)
+            truncation = _number(spec.get("truncation", 1.0), "truncation", 0.0, 10.0)
+            return random_styles(n, self.style_dim, seed, truncation)
+        s0, s1 = (torch.tensor(parse_code(spec.get(k), self.style_dim, k), dtype=torch.float32) for k in ("from", "to"))
+        steps = _int(spec.get("steps", 8), "steps", 2, MAX_STEPS)
+        return interpolate_styles(s0, s1, steps)
+
+    # --- compute ---
+
+    def render(self, photo: Photo, direction: str, s_b: Tensor, check: Callable[[], None] = _nothing) -> Tensor:
+        """x_ab uint8 (N, H, W, 3) for codes s_b (N, style_dim, 1, 1). c_a comes from the cache
+        (encoded on the photo's first use in a direction); the N codes decode in translate's batches.
+        `check` runs once the compute is ours, to drop a request superseded while it waited."""
+        tr = self.translators[direction]
+        with self.lock:
+            check()
+            c_a = photo.contents.get(direction)
+            if c_a is None:
+                c_a = photo.contents[direction] = tr.content(photo.x)
+                self.encodes += 1
+            return torch.cat([u8 for _, u8 in tr.decode(c_a, s_b, photo.hw)])
+
+    def style_of(self, data: bytes, name: str, direction: str) -> Tensor:
+        """The style code (1, style_dim, 1, 1) of a reference photo of `direction`'s target domain,
+        as `translate --style-from` encodes it."""
+        tr = self.translators[direction]
+        require_style_encoder(self.bundle, tr.tgt)
+        x_b = self._load(data, name)
+        with self.lock:
+            return tr.style(x_b)
+
+    def grid(self, photo: Photo, direction: str, s_b: Tensor) -> Image.Image:
+        """The contact sheet `translate --grid` writes: the photo, then its outputs."""
+        u8 = self.render(photo, direction, s_b)
+        return make_grid([[photo.x, *u8_to_unit(u8)]])
+
+    def bank(self, direction: str, s_b: Tensor, sources: list[str]) -> bytes:
+        """The bytes of a styles file for `direction`'s target domain that `translate --style-file`
+        reads; written in the temporary folder, read back and removed."""
+        info = self.bundle.info
+        path = self.workdir / f"bank-{secrets.token_hex(8)}.safetensors"
+        try:
+            save_style_bank(path, s_b, self.domain(direction[-1]), "ui", None, domain_a=info.domains[0],
+                            domain_b=info.domains[1], model=self.model_name, sources=json.dumps(sources))
+            return path.read_bytes()
+        finally:
+            path.unlink(missing_ok=True)
