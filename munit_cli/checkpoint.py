@@ -154,6 +154,9 @@ def parse_info(path: Path | str) -> CheckpointInfo:
         raise MunitError(f"{str(path)!r} uses checkpoint format {version}, newer than this munit understands "
                          f"({FORMAT_VERSION}): upgrade munit")
     kind = meta["kind"]
+    if kind in ("classifier", "detector"):  # munit files without a translation model (classifier.py, heads/)
+        raise MunitError(f"{str(path)!r} is a {kind} file (written by `munit train-{kind}`), not a model, styles or "
+                         "training checkpoint: pass a generator or training checkpoint")
     if kind not in KINDS:
         raise MunitError(f"{str(path)!r} has unknown kind {kind!r} (expected one of {', '.join(KINDS)}): "
                          "it was written by another tool or a newer munit; upgrade munit or re-create it")

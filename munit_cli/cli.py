@@ -11,13 +11,16 @@ from munit_cli import __version__
 from munit_cli.commands.bench import bench
 from munit_cli.commands.classifier import train_classifier_cmd
 from munit_cli.commands.data import data_app
+from munit_cli.commands.detector import eval_detector_cmd, train_detector_cmd
 from munit_cli.commands.eval import eval_cmd
 from munit_cli.commands.export import export
+from munit_cli.commands.heads import heads
 from munit_cli.commands.import_official import import_official
 from munit_cli.commands.info import info
 from munit_cli.commands.sample_styles import sample_styles
 from munit_cli.commands.train import train
 from munit_cli.commands.translate import translate
+from munit_cli.commands.webui import ui_cmd
 from munit_cli.ui import state
 
 app = typer.Typer(
@@ -52,6 +55,10 @@ app.command("train")(train)
 app.command("bench")(bench)
 app.command("train-classifier")(train_classifier_cmd)
 app.command("eval")(eval_cmd)
+app.command("heads")(heads)
+app.command("train-detector")(train_detector_cmd)
+app.command("eval-detector")(eval_detector_cmd)
+app.command("ui")(ui_cmd)
 app.add_typer(data_app, name="data")
 
 

@@ -17,14 +17,15 @@ NETWORKS = {"gen_a": "generator a", "gen_b": "generator b", "gen_a_ema": "EMA ge
             "gen_b_ema": "EMA generator b", "dis_a": "discriminator a", "dis_b": "discriminator b",
             "opt_gen": "generator optimizer state", "opt_dis": "discriminator optimizer state",
             "rng": "random-number-generator state", "styles": "style codes",
-            "clf": "domain classifier", "train_hashes": "hashes of the training images"}
+            "clf": "domain classifier", "train_hashes": "hashes of the training images", "det": "head detector"}
 PART_NAMES = {"enc_content": "content encoder", "enc_style": "style encoder", "mlp": "MLP", "dec": "decoder"}
 DTYPE_NAMES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "U8": "uint8",
                "I64": "int64", "I32": "int32", "BOOL": "bool"}
 PROVENANCE_KEYS = ("source", "imported_from", "reference_config")  # metadata the `provenance` line already says
 # munit files that hold no translation model, described from their metadata as it is:
-# "classifier" is written by `munit train-classifier` (classifier.py)
-OTHER_KINDS = ("classifier",)
+# "classifier" is written by `munit train-classifier` (classifier.py), "detector" by
+# `munit train-detector` (heads/detector.py)
+OTHER_KINDS = ("classifier", "detector")
 # metadata shown by dedicated fields, not repeated in `extra`
 _SHOWN = {"format_version", "kind", "model_config", "train_config", "domain_a", "domain_b",
           "image_size", "step", "munit_version"}

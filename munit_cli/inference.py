@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
@@ -165,11 +166,13 @@ class Translator:
 
 
 def reference_bank(tr: Translator, refs: list[Path], size: int | None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                   mean: bool = False) -> StyleBank:
+                   mean: bool = False, load: Callable[[Path], Tensor] | None = None) -> StyleBank:
     """One style per reference image, encoded by the target domain's style encoder
-    (or their mean with `mean`)."""
+    (or their mean with `mean`). `load` turns a reference file into the (3, H, W) image
+    encoded (default: load_input at `size`; translate --heads: its head crop)."""
     require_style_encoder(tr.bundle, tr.tgt)
-    codes = torch.cat([tr.style(load_input(p, size, max_pixels)) for p in refs])  # (R, style_dim, 1, 1)
+    load = load or partial(load_input, size=size, max_pixels=max_pixels)
+    codes = torch.cat([tr.style(load(p)) for p in refs])  # (R, style_dim, 1, 1)
     if mean:
         return StyleBank(codes.mean(0, keepdim=True), ["mean:" + ",".join(map(str, refs))])
     return StyleBank(codes, [f"reference:{p}" for p in refs])
@@ -188,12 +191,12 @@ def preview_grid(tr: Translator, images: list[Tensor], s_b: Tensor) -> Image.Ima
 
 # --- style banks --------------------------------------------------------------------------
 
-def make_bank(tr: Translator, opts: StyleOptions, *, size: int | None,
-              max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[StyleBank, list[str]]:
+def make_bank(tr: Translator, opts: StyleOptions, *, size: int | None, max_pixels: int = DEFAULT_MAX_PIXELS,
+              load: Callable[[Path], Tensor] | None = None) -> tuple[StyleBank, list[str]]:
     """The StyleBank `opts` choose (checked by opts.check()) for `tr`'s target, plus a warning
-    line when a styles file was made for the other domain."""
+    line when a styles file was made for the other domain. `load`: as in reference_bank."""
     if opts.refs:
-        return reference_bank(tr, discover_images(list(opts.refs)), size, max_pixels, mean=opts.mean), []
+        return reference_bank(tr, discover_images(list(opts.refs)), size, max_pixels, mean=opts.mean, load=load), []
     if opts.style_file:
         bank = load_style_bank(opts.style_file, tr.style_dim)
         target = tr.bundle.info.domains["ab".index(tr.tgt)]
@@ -224,7 +227,7 @@ def sample_codes(tr: Translator | None, opts: StyleOptions, style_dim: int, *, s
 
 # --- files ------------------------------------------------------------------------------
 
-def _prefetch(fn: Callable, items: list, workers: int) -> Iterator[tuple[object, object]]:
+def prefetch(fn: Callable, items: list, workers: int) -> Iterator[tuple[object, object]]:
     """Yield (item, fn(item) or the ImageError it raised) in order, computed `workers` threads
     ahead so decoding overlaps the caller's compute."""
     def safe(item):
@@ -250,25 +253,46 @@ def _prefetch(fn: Callable, items: list, workers: int) -> Iterator[tuple[object,
             yield it, fut.result()
 
 
-def _load_item(item: WorkItem, size: int | None, max_pixels: int) -> Tensor:
-    return load_input(item.job.path, size, max_pixels)
-
-
 def _rgb(u8: Tensor) -> Image.Image:
     """uint8 (H, W, 3) -> RGB image (made on a writer thread)."""
     return Image.fromarray(u8.numpy(), "RGB")
 
 
-def _sheet(cells: list[Tensor]) -> Image.Image:
-    return make_grid([cells])
+@dataclass
+class Prepared:
+    """An input ready to translate: x_a, what the model sees, and how its outputs become the
+    pictures written (here: as they are; translate --heads pastes them back into the photo)."""
+
+    x_a: Tensor  # (3, H, W) in [-1, 1]
+
+    def render(self, x_ab: Tensor) -> Image.Image:
+        """One output, uint8 (H, W, 3), -> the picture to save (called on a writer thread)."""
+        return _rgb(x_ab)
+
+    def sheet(self, x_ab: Tensor) -> Image.Image:
+        """The contact sheet of all outputs (N, H, W, 3): the input, then each output."""
+        return make_grid([[self.x_a, *u8_to_unit(x_ab)]])
+
+
+@dataclass
+class Skipped:
+    """An input that is left out on purpose (no head found): `message` says why."""
+
+    message: str
+
+
+def prepare_input(path: Path, size: int | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
+    """The plain preparation: the image at `size` (shorter side; None: its own size)."""
+    return Prepared(load_input(path, size, max_pixels))
 
 
 def _ignore(event: Event) -> None:
     pass
 
 
-def _translate_item(tr: Translator, item: WorkItem, x_a: Tensor, bank: StyleBank, writer: OrderedWriter) -> str | None:
+def _translate_item(tr: Translator, item: WorkItem, prep: Prepared, bank: StyleBank, writer: OrderedWriter) -> str | None:
     """Decode one input's missing outputs into `writer`; the reason if it ran out of memory."""
+    x_a = prep.x_a
     s_b, seed = bank.for_input(item.index)
     ks = item.styles_to_decode(len(bank))
     outs: list[Tensor] = []
@@ -278,15 +302,14 @@ def _translate_item(tr: Translator, item: WorkItem, x_a: Tensor, bank: StyleBank
             for j, k in enumerate(ks[start:start + u8.shape[0]]):
                 path = item.outputs.get(k)
                 if path is not None:
-                    writer.write(partial(_rgb, u8[j]), path,
+                    writer.write(partial(prep.render, u8[j]), path,
                                  Event("output", item.job.path, path, k, bank.sources[k], seed))
             outs.append(u8)
     except torch.OutOfMemoryError:
         return (f"out of memory translating {str(item.job.path)!r} at {x_a.shape[2]}x{x_a.shape[1]}: "
                 "use a smaller --size or --batch-size")
     if item.grid is not None:
-        cells = [x_a, *u8_to_unit(torch.cat(outs))]
-        writer.write(partial(_sheet, cells), item.grid,
+        writer.write(partial(prep.sheet, torch.cat(outs)), item.grid,
                      Event("output", item.job.path, item.grid, None, bank.grid_source(), seed))
     return None
 
@@ -294,19 +317,26 @@ def _translate_item(tr: Translator, item: WorkItem, x_a: Tensor, bank: StyleBank
 def translate_files(tr: Translator, jobs: list[Job], bank: StyleBank, outdir: Path, *, ext: str = "png",
                     grid: bool = False, overwrite: bool = False, size: int | None = None,
                     max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 2,
-                    report: Callable[[Event], None] | None = None) -> Summary:
+                    report: Callable[[Event], None] | None = None,
+                    prepare: Callable[[Path], Prepared | Skipped] | None = None) -> Summary:
     """Translate every job's image with every style of `bank` and write the outputs atomically.
-    Existing outputs are skipped unless `overwrite`; an unusable input is reported and skipped."""
+    Existing outputs are skipped unless `overwrite`; an unusable input is reported and skipped.
+    `prepare` turns an input file into a Prepared (default: prepare_input at `size`) or a
+    Skipped, reported as such (translate --heads: a photo without a head)."""
     report = report or _ignore
     plan = plan_outputs(jobs, len(bank), outdir, ext, grid=grid, overwrite=overwrite)
     summary = Summary(inputs=len(jobs), skipped=plan.skipped)
     for job in plan.complete:
         report(Event("done", job.path))
     plan.sweep_stale_temps()
-    load = partial(_load_item, size=size, max_pixels=max_pixels)
+    prepare = prepare or partial(prepare_input, size=size, max_pixels=max_pixels)
     with OrderedWriter(workers, report) as writer:
-        for item, x_a in _prefetch(load, plan.work, workers):
-            failure = str(x_a) if isinstance(x_a, ImageError) else _translate_item(tr, item, x_a, bank, writer)
+        for item, prep in prefetch(lambda it: prepare(it.job.path), plan.work, workers):
+            if isinstance(prep, Skipped):
+                summary.passed.append((item.job.path, prep.message))
+                writer.note(Event("skipped", item.job.path, message=prep.message))
+                continue
+            failure = str(prep) if isinstance(prep, ImageError) else _translate_item(tr, item, prep, bank, writer)
             if failure:
                 summary.failed.append((item.job.path, failure))
                 writer.note(Event("failed", item.job.path, message=failure))

@@ -26,6 +26,7 @@ class Event:
     """One thing translate_files did, reported in input order."""
 
     kind: str  # "output" (a file was written) | "done" (an input finished) | "failed" (an input was skipped)
+    # | "skipped" (an input left out on purpose, e.g. translate --heads on a photo without a head)
     input: Path
     output: Path | None = None
     style_index: int | None = None  # None for a grid
@@ -40,6 +41,7 @@ class Summary:
     written: int = 0
     skipped: int = 0  # existing outputs left as they were
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    passed: list[tuple[Path, str]] = field(default_factory=list)  # inputs left out on purpose, and why
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pathlib import Path
 from munit_cli.errors import MunitError
 
 DEFAULT_MODEL = "pets-cat-dog-small.safetensors"
+DEFAULT_DETECTOR = "pets-heads-detector.safetensors"  # munit heads, translate --heads
 SUFFIX = ".safetensors"
 ENV_VAR = "MUNIT_WEIGHTS_DIR"
 
@@ -75,3 +76,22 @@ def resolve_model(spec: str | Path | None) -> Path:
                          f"directories ({_listing()}); pass a .safetensors path or a run directory")
     raise MunitError(f"model {str(spec)!r} does not exist: pass a .safetensors checkpoint, a run directory, "
                      f"or a model name ({_listing()})")
+
+
+def resolve_detector(spec: str | Path | None) -> Path:
+    """A head detector file from a path or a name in the weights directories; None means the
+    shipped detector."""
+    if spec is None:
+        found = _find_named(DEFAULT_DETECTOR)
+        if found is None:
+            raise MunitError(f"no head detector is installed ({DEFAULT_DETECTOR} is in no weights directory): "
+                             "pass --detector FILE, or train one with `munit train-detector`")
+        return found
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    found = _find_named(str(spec)) if len(path.parts) == 1 else None
+    if found is None:
+        raise MunitError(f"head detector {str(spec)!r} does not exist: pass a .safetensors file written by "
+                         "`munit train-detector` (or leave --detector out for the shipped one)")
+    return found

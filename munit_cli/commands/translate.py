@@ -15,6 +15,8 @@ from rich.text import Text
 from munit_cli.atomic import ensure_writable_dir
 from munit_cli.checkpoint import load_generators
 from munit_cli.errors import MunitError
+from munit_cli.heads.compose import NO_HEAD, HeadFraming
+from munit_cli.heads.detector import load_detector
 from munit_cli.images import DEFAULT_MAX_PIXELS
 from munit_cli.inference import Translator, make_bank, resolve_direction, translate_files
 from munit_cli.naming import plan_jobs
@@ -22,7 +24,7 @@ from munit_cli.outputs import Event, Summary
 from munit_cli.runtime import DEVICE_HELP, PRECISION_HELP, resolve_device
 from munit_cli.ui import err_console, friendly, progress, warn, pick_precision
 from munit_cli.styles import DEFAULT_NUM_STYLES, StyleOptions
-from munit_cli.weights import resolve_model
+from munit_cli.weights import DEFAULT_DETECTOR, resolve_detector, resolve_model
 
 EXTS = ("png", "jpg", "webp")
 
@@ -84,7 +86,7 @@ class _Reporter:
 
     def __call__(self, e: Event) -> None:
         if e.kind != "output":
-            if e.kind == "failed" and self.inputs > 1:  # a single input's reason is the error line
+            if e.kind in ("failed", "skipped") and self.inputs > 1:  # a single input's reason is the error line
                 warn(e.message)
             self.bar.advance(self.task)
             return
@@ -104,6 +106,11 @@ def _finish(summary: Summary, outdir: Path) -> None:
     if summary.skipped:
         err_console.print(f"skipped {summary.skipped} existing output(s) in {str(outdir)!r} (pass --overwrite to replace them)",
                           highlight=False)
+    if summary.passed and summary.inputs == 1:
+        raise MunitError(summary.passed[0][1])
+    if summary.passed:
+        err_console.print(f"{len(summary.passed)} of {summary.inputs} photo(s) had no head and were skipped "
+                          "(see the warnings above; --no-head whole translates them whole)", highlight=False)
     if summary.failed and summary.inputs == 1:
         raise MunitError(summary.failed[0][1])
     if summary.failed:
@@ -139,6 +146,10 @@ def translate(
     raw_weights: bool = typer.Option(False, "--raw-weights", metavar="", help="Use the raw weights even if the checkpoint has EMA weights."),
     no_ema: bool = typer.Option(False, "--no-ema", hidden=True, help="Old name of --raw-weights."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, metavar="N", help="Refuse larger images (decompression-bomb guard; 0: no limit)."),
+    heads: Optional[bool] = typer.Option(None, "--heads/--no-heads", help="Whole photos: find the cat's or dog's head, translate its square crop and paste the result back into the photo at full resolution with a soft edge (default: on for a model whose metadata says it was trained on head crops)."),
+    detector: Optional[str] = typer.Option(None, "--detector", metavar="FILE", help=f"Head detector for --heads (default: {DEFAULT_DETECTOR} from weights/)."),
+    no_head: str = typer.Option("skip", "--no-head", metavar="WHAT", help="--heads on a photo without a head: skip (reported) | whole (translate the whole photo)."),
+    margin: float = typer.Option(1.0, "--margin", metavar="X", help="--heads: scale of the crop about the head (1.0: the framing of munit heads and ../shared/data/heads)."),
 ) -> None:
     """Translate images to the other domain with N styles each.
 
@@ -151,6 +162,8 @@ def translate(
       munit translate photos/ --style-from ref_cat.jpg --outdir out/
 
       find photos -name '*.jpg' | munit translate - --json --seed 3
+
+      munit translate sofa-cat.jpg --to dog --heads -n 4 --grid
     """
     ext = _check_options(ext, batch_size, size, workers, keep_size)
     styles = StyleOptions(num_styles=num_styles, seed=seed, truncation=truncation, per_image=per_image,
@@ -164,12 +177,32 @@ def translate(
     src, tgt = resolve_direction(bundle, to, direction)
     proc_size = None if keep_size else (size or bundle.info.image_size)
     tr = Translator(bundle, src, tgt, dev, precision, batch_size, style_encoder=bool(style_from))
-    bank, notes = make_bank(tr, styles, size=proc_size, max_pixels=max_pixels)
-    for line in notes:
+    framing = _framing(heads, bundle.info.meta.get("framing") == "heads", detector, no_head, margin, dev, precision,
+                       proc_size, max_pixels)
+    bank, notes = make_bank(tr, styles, size=proc_size, max_pixels=max_pixels, load=framing and framing.reference)
+    for line in notes + (framing.notes if framing else []):
         warn(line)
     ensure_writable_dir(outdir, "--outdir ")
     with _Reporter(len(jobs), as_json, tr.direction) as report:
         summary = translate_files(tr, jobs, bank, outdir, ext=ext, grid=grid, overwrite=overwrite, size=proc_size,
                                   max_pixels=max_pixels, workers=default_workers() if workers is None else workers,
-                                  report=report)
+                                  report=report, prepare=framing and framing.prepare)
     _finish(summary, outdir)
+
+
+def _framing(heads: bool | None, model_heads: bool, detector: str | None, no_head: str, margin: float, dev, precision: str,
+             size: int | None, max_pixels: int) -> HeadFraming | None:
+    """The --heads set-up, or None (after saying which head options are ignored)."""
+    if no_head not in NO_HEAD:
+        raise MunitError(f"unknown --no-head {no_head!r}: use {' or '.join(NO_HEAD)}", exit_code=2)
+    if not (model_heads if heads is None else heads):
+        given = [name for name, used in (("--detector", detector is not None), ("--no-head", no_head != "skip"),
+                                         ("--margin", margin != 1.0)) if used]
+        if given:
+            warn(f"{', '.join(given)} ignored: they apply to --heads")
+        return None
+    if heads is None:
+        err_console.print("--heads is on: this model was trained on head crops (--no-heads translates whole images)",
+                          highlight=False)
+    det = load_detector(resolve_detector(detector)).to(dev, precision)
+    return HeadFraming(det, size, margin, no_head, max_pixels)
