@@ -29,6 +29,7 @@ from munit_cli.weights import resolve_model
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 FORMATS = ("safetensors", "onnx")
+FRAMINGS = ("heads", "photos")  # what a model was trained on: head crops (translate --heads by default) | whole photos
 ONNX_MANIFEST = "manifest.json"
 ONNX_FILES = ("content_encoder.onnx", "style_encoder.onnx", "decoder.onnx")
 ONNX_OPSET = 17
@@ -105,15 +106,22 @@ def load_source(source: Path, ema: bool, direction: str | None) -> Source:
 # --- safetensors ------------------------------------------------------------------------------
 
 def export_generators(source: Path, out: Path, ema: bool = True, dtype: str = "float32",
-                      direction: str | None = None, overwrite: bool = False) -> ExportResult:
-    """Write a generator-kind checkpoint holding only what inference needs."""
+                      direction: str | None = None, overwrite: bool = False, framing: str | None = None) -> ExportResult:
+    """Write a generator-kind checkpoint holding only what inference needs. `framing` records
+    what the model was trained on ("heads": head crops, so translate --heads is its default;
+    "photos"); None keeps the source's record, if any."""
     if dtype not in DTYPES:
         raise MunitError(f"unknown dtype {dtype!r}: use {', '.join(DTYPES)}", exit_code=2)
+    if framing is not None and framing not in FRAMINGS:
+        raise MunitError(f"unknown --framing {framing!r}: use {' or '.join(FRAMINGS)}", exit_code=2)
     refuse_overwrite(out, overwrite)
     src = load_source(source, ema, direction)
     extra = {"source": src.label, "ema": str(src.bundle.ema).lower(), "weights_dtype": dtype}
     if src.direction:
         extra["direction"] = src.direction
+    framing = framing or src.info.meta.get("framing")
+    if framing:
+        extra["framing"] = framing
     info = src.info
     save_generators(out, info.model, src.bundle.gens, info.domains, info.step, DTYPES[dtype], parts=src.parts, **extra)
     params = sum(math.prod(shape) for shape in parse_info(out).shapes.values())

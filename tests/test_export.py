@@ -111,6 +111,19 @@ def test_fp16_export_halves_size_and_translates_alike(run_dir, tmp_path):
     assert r.exit_code == 2 and "int8" in r.stderr
 
 
+def test_export_records_the_framing(run_dir, tmp_path):
+    heads, again = tmp_path / "heads.safetensors", tmp_path / "again.safetensors"
+    assert _export(run_dir, "--out", heads, "--framing", "heads").exit_code == 0
+    assert load_generators(heads).info.meta["framing"] == "heads"  # translate --heads becomes its default
+    assert _export(heads, "--out", again).exit_code == 0  # re-exports keep the record
+    assert load_generators(again).info.meta["framing"] == "heads"
+    plain = tmp_path / "plain.safetensors"
+    assert _export(run_dir, "--out", plain).exit_code == 0
+    assert "framing" not in load_generators(plain).info.meta
+    r = _export(run_dir, "--out", tmp_path / "x.safetensors", "--framing", "faces")
+    assert r.exit_code == 2 and "--framing 'faces'" in r.stderr and not (tmp_path / "x.safetensors").exists()
+
+
 def test_direction_export(run_dir, tmp_path):
     out = tmp_path / "dog2cat.safetensors"
     r = _export(run_dir, "--out", out, "--direction", "dog2cat")

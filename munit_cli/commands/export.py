@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from munit_cli.errors import MunitError
-from munit_cli.exporting import DTYPES, FORMATS, export_generators, export_onnx
+from munit_cli.exporting import DTYPES, FORMATS, FRAMINGS, export_generators, export_onnx
 from munit_cli.ui import friendly, print_json, warn
 
 
@@ -32,6 +32,7 @@ def export(
     dtype: str = typer.Option("float32", "--dtype", metavar="DTYPE", help=f"{' | '.join(DTYPES)} (safetensors only)."),
     direction: Optional[str] = typer.Option(None, "--direction", metavar="DIR", help="a2b | b2a | SRC2DST with domain names (e.g. dog2cat): "
                                                                       "keep only what this direction needs. Required for onnx."),
+    framing: Optional[str] = typer.Option(None, "--framing", metavar="WHAT", help=f"Record what the model was trained on: {' | '.join(FRAMINGS)} (heads: `translate` crops the head of whole photos by default; default: the source's record)."),
     overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace an existing --out."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object instead of a line."),
 ) -> None:
@@ -41,6 +42,8 @@ def export(
 
       munit export runs/dog2cat --out dog2cat.safetensors --dtype float16
 
+      munit export runs/heads --out heads.safetensors --framing heads
+
       munit export runs/dog2cat --out dog2cat-onnx --format onnx --direction dog2cat
     """
     ema = ema and not raw_weights
@@ -49,9 +52,12 @@ def export(
     if fmt == "onnx":
         if dtype != "float32":
             warn(f"--dtype {dtype} is ignored with --format onnx: the graphs are float32")
+        if framing is not None:
+            warn("--framing is ignored with --format onnx: ONNX graphs carry no munit metadata")
         result = export_onnx(source, out, direction, ema=ema, overwrite=overwrite)
     else:
-        result = export_generators(source, out, ema=ema, dtype=dtype, direction=direction, overwrite=overwrite)
+        result = export_generators(source, out, ema=ema, dtype=dtype, direction=direction, overwrite=overwrite,
+                                   framing=framing)
     for note in result.notes:
         warn(note)
     if as_json:
