@@ -23,6 +23,7 @@ from munit_cli import __version__
 from munit_cli.checkpoint import FORMAT_VERSION, load_module, load_tensors, read_header, save_tensors
 from munit_cli.errors import MunitError
 from munit_cli.images import DEFAULT_MAX_PIXELS, ImageError, find_images, load_rgb, to_tensor
+from munit_cli.optim import adamw_warmup_cosine
 from munit_cli.runtime import autocast
 from munit_cli.seeds import stable_seed
 
@@ -250,11 +251,8 @@ def train_classifier(classes: list[ClassData], recipe: Recipe, device: torch.dev
     counts = torch.tensor([c.train.shape[0] for c in classes], dtype=torch.float)
     weight = (n / (len(classes) * counts)).to(device)  # balanced loss for unbalanced folders
     per_epoch = max(1, n // recipe.batch_size)
-    total = per_epoch * recipe.epochs
-    warm = max(1, round(recipe.warmup_epochs * per_epoch))
-    opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: (i + 1) / warm if i < warm else 0.5 * (1 + math.cos(math.pi * (i - warm) / max(1, total - warm))))
+    opt, sched = adamw_warmup_cosine(net.parameters(), recipe.lr, recipe.weight_decay, per_epoch, recipe.epochs,
+                                     recipe.warmup_epochs)
     callback("start", {"train": [c.train.shape[0] for c in classes], "holdout": [c.holdout.shape[0] for c in classes],
                        "epochs": recipe.epochs, "batches": per_epoch})
     history = []

@@ -4,7 +4,6 @@ windows, the rate of "no head", and the time per photo on this machine."""
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from munit_cli.heads.data import PhotoSet, make_batch, negative_rect, warp
 from munit_cli.heads.detector import Detector, Recipe
 from munit_cli.heads.network import STRIDE, HeadNet, decode, predict
 from munit_cli.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb
+from munit_cli.optim import adamw_warmup_cosine
 from munit_cli.runtime import _cpu_model, autocast
 from munit_cli.seeds import stable_seed
 
@@ -143,11 +143,8 @@ def train_detector(train: PhotoSet, probe: PhotoSet, recipe: Recipe, device: tor
     net = HeadNet(recipe.widths, recipe.neck).to(device)
     n = len(train)
     per_epoch = max(1, n // recipe.batch_size)
-    total = per_epoch * recipe.epochs
-    warm = max(1, round(recipe.warmup_epochs * per_epoch))
-    opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: (i + 1) / warm if i < warm else 0.5 * (1 + math.cos(math.pi * (i - warm) / max(1, total - warm))))
+    opt, sched = adamw_warmup_cosine(net.parameters(), recipe.lr, recipe.weight_decay, per_epoch, recipe.epochs,
+                                     recipe.warmup_epochs)
     callback("start", {"train": n, "probe": len(probe), "epochs": recipe.epochs, "batches": per_epoch})
     history = []
     for epoch in range(recipe.epochs):
