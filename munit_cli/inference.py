@@ -91,7 +91,11 @@ def resolve_direction(bundle: GeneratorBundle, to: str | None, direction: str | 
 
 def load_input(path: Path, size: int | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
     """Decode an image, resize its shorter side to `size` (None: keep), -> (3, H, W) in [-1, 1]."""
-    img = load_rgb(path, max_pixels=max_pixels)
+    return input_tensor(load_rgb(path, max_pixels=max_pixels), size)
+
+
+def input_tensor(img: Image.Image, size: int | None) -> Tensor:
+    """A decoded RGB image -> x (3, H, W) in [-1, 1], its shorter side resized to `size` (None: keep)."""
     return to_tensor(img if size is None else resize_shorter(img, size))
 
 

@@ -1,6 +1,7 @@
-"""`munit ui`'s API through Starlette's test client: the same pixels as `munit translate`, bad
-uploads answered with a message while the server goes on, stale requests dropped; the command
-itself (address, Ctrl-C, the missing extra)."""
+"""`munit ui`'s API through Starlette's test client: the same pixels as `munit translate` (and,
+with the heads switch, as `munit translate --heads`), bad uploads answered with a message while
+the server goes on, stale requests dropped; the command itself (address, Ctrl-C, the missing
+extra, --detector)."""
 
 from __future__ import annotations
 
@@ -29,14 +30,17 @@ pytest.importorskip("uvicorn", reason="munit ui needs the [ui] extra: pip instal
 from starlette.testclient import TestClient  # noqa: E402
 
 from conftest import make_image  # noqa: E402
-from munit_cli.checkpoint import load_generators, read_header  # noqa: E402
+from munit_cli import weights  # noqa: E402
+from munit_cli.checkpoint import load_generators, read_header, save_generators  # noqa: E402
 from munit_cli.cli import app  # noqa: E402
+from munit_cli.heads.detector import load_detector  # noqa: E402
 from munit_cli.images import to_uint8  # noqa: E402
 from munit_cli.inference import load_input  # noqa: E402
-from munit_cli.models import random_styles  # noqa: E402
+from munit_cli.models import build_generator, random_styles  # noqa: E402
 from munit_cli.styles import interpolate_styles, load_style_bank  # noqa: E402
 from munit_cli.web.app import STATIC, create_app  # noqa: E402
 from munit_cli.web.session import Latest, Studio, Superseded  # noqa: E402
+from test_heads import TINY, random_detector  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -366,3 +370,173 @@ def test_ui_refuses_a_busy_port(tiny_gen_ckpt, monkeypatch):
         r = runner.invoke(app, ["ui", "-m", str(tiny_gen_ckpt), "--port", str(port), "--device", "cpu"])
     assert r.exit_code == 1
     assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "--port" in r.stderr
+
+
+# --- heads: translate --heads's pixels --------------------------------------------------
+
+@pytest.fixture
+def det(tmp_path) -> Path:
+    """A random-weights detector that finds a head in every photo (threshold 0)."""
+    return random_detector(tmp_path / "det.safetensors", threshold=0.0, recipe=TINY)
+
+
+@pytest.fixture
+def no_head_det(tmp_path) -> Path:
+    """One that finds none (no confidence reaches 1.5)."""
+    return random_detector(tmp_path / "blind.safetensors", threshold=1.5, recipe=TINY)
+
+
+def heads_client(tmp_path, ckpt: Path, det: Path | None, **kw) -> tuple[Studio, TestClient]:
+    work = tmp_path / f"work-{det.stem if det else 'none'}"
+    work.mkdir()
+    detector = load_detector(det).to(torch.device("cpu"), "fp32") if det else None
+    studio = Studio(load_generators(ckpt), torch.device("cpu"), "fp32", work, model_name=ckpt.name,
+                    detector=detector, **kw)
+    return studio, TestClient(create_app(studio, max_upload=MAX_UPLOAD, examples={}))
+
+
+@pytest.fixture
+def whole_photo(tmp_path) -> Path:
+    return make_image(tmp_path / "in" / "photo.png", size=(100, 80), seed=3)  # a head crop of 53 px, translated at 32
+
+
+def test_heads_grid_slider_and_sheet_equal_translate_heads(tmp_path, tiny_gen_ckpt, det, whole_photo, one_thread):
+    studio, client = heads_client(tmp_path, tiny_gen_ckpt, det)
+    info = client.get("/api/info").json()["heads"]
+    assert info == {"available": True, "default": False, "detector": "det.safetensors", "why": ""}
+    p = upload(client, whole_photo)
+    got = render(client, photo=p["id"], direction="a2b", heads=True, random={"n": 3, "seed": 5})
+    head = got["head"]
+    assert head["found"] and (head["width"], head["height"]) == (100, 80) and "head found in 'photo.png'" in head["message"]
+    l, t, r, b = head["window"]
+    want = translate(tiny_gen_ckpt, whole_photo, tmp_path / "cli", "--heads", "--detector", det, "-n", 3, "--seed", 5,
+                     "--grid")
+    assert len(want) == 3
+    photo_px = png(whole_photo)
+    outside = np.ones(photo_px.shape[:2], bool)
+    outside[t:b, l:r] = False
+    for image, path in zip(got["images"], want):
+        shown = pixels(image)
+        assert shown.shape == (80, 100, 3)  # the whole photo, at its own size
+        assert np.array_equal(shown, png(path))  # exactly what translate --heads writes
+        assert np.array_equal(shown[outside], photo_px[outside]) and not np.array_equal(shown, photo_px)
+    sheet = client.post("/api/grid", json={"photo": p["id"], "direction": "a2b", "codes": got["codes"], "heads": True})
+    assert sheet.status_code == 200, sheet.text
+    assert np.array_equal(png(sheet.content), png(tmp_path / "cli" / "photo_grid.png"))
+
+    edited = list(got["codes"][1])
+    for seq, value in enumerate((0.5, -1.7)):  # slider moves: no detector, no encoder, only a decode and a paste
+        edited[2] = value
+        r = client.post("/api/render", json={"photo": p["id"], "direction": "a2b", "heads": True, "codes": [edited],
+                                             "client": "page", "channel": "editor", "seq": seq})
+        assert r.status_code == 200, r.text
+        shown = pixels(r.json()["images"][0])
+    assert studio.detections == 1 and studio.encodes == 1
+    [want] = translate(tiny_gen_ckpt, whole_photo, tmp_path / "cli1", "--heads", "--detector", det,
+                       "--style-file", bank(client, "a2b", [edited], tmp_path / "one.safetensors"))
+    assert np.array_equal(shown, png(want))
+    walk = render(client, photo=p["id"], direction="a2b", heads=True,
+                  interpolate={"from": got["codes"][0], "to": edited, "steps": 3})["images"]
+    assert [pixels(x).shape for x in walk] == [(80, 100, 3)] * 3
+
+    plain = render(client, photo=p["id"], direction="a2b", codes=[edited])  # the switch off: as before
+    assert plain["head"] is None and pixels(plain["images"][0]).shape == (32, 40, 3)
+    assert studio.encodes == 2 and studio.detections == 1  # one content code per framing; the head is remembered
+
+
+def test_heads_style_from_a_photo_uses_the_references_head(tmp_path, tiny_gen_ckpt, det, whole_photo, one_thread):
+    studio, client = heads_client(tmp_path, tiny_gen_ckpt, det)
+    ref = make_image(tmp_path / "ref.png", size=(90, 110), seed=21)
+    r = client.post(f"/api/style?direction=a2b&name={ref.name}&heads=1", content=ref.read_bytes())
+    assert r.status_code == 200, r.text
+    code, note = r.json()["code"], r.json()["note"]
+    assert note is None
+    whole = client.post(f"/api/style?direction=a2b&name={ref.name}", content=ref.read_bytes()).json()["code"]
+    assert code != whole  # the head crop's style, not the whole photo's
+    p = upload(client, whole_photo)
+    got = render(client, photo=p["id"], direction="a2b", heads=True, codes=[code])["images"][0]
+    [want] = translate(tiny_gen_ckpt, whole_photo, tmp_path / "cli", "--heads", "--detector", det, "--style-from", ref)
+    assert np.array_equal(pixels(got), png(want))
+    assert client.post("/api/style?direction=a2b&heads=maybe", content=ref.read_bytes()).status_code == 400
+
+
+def test_heads_photo_without_a_head_says_so_and_shows_the_whole_photo(tmp_path, tiny_gen_ckpt, no_head_det,
+                                                                      whole_photo, one_thread):
+    studio, client = heads_client(tmp_path, tiny_gen_ckpt, no_head_det)
+    p = upload(client, whole_photo)
+    got = render(client, photo=p["id"], direction="b2a", heads=True, random={"n": 2, "seed": 1})
+    assert got["head"]["found"] is False and got["head"]["window"] is None
+    assert "no head found in 'photo.png' (confidence" in got["head"]["message"]
+    assert "the whole photo is translated instead" in got["head"]["message"]
+    want = translate(tiny_gen_ckpt, whole_photo, tmp_path / "cli", "--heads", "--detector", no_head_det,
+                     "--no-head", "whole", "-n", 2, "--seed", 1, "--direction", "b2a")
+    assert [np.array_equal(pixels(a), png(b)) for a, b in zip(got["images"], want)] == [True, True]
+    off = render(client, photo=p["id"], direction="b2a", random={"n": 2, "seed": 1})
+    assert off["images"] == got["images"] and studio.encodes == 1  # the same content code as with the switch off
+    render(client, photo=p["id"], direction="b2a", heads=True, codes=[[0.0] * 8])
+    assert studio.detections == 1
+    r = client.post("/api/style?direction=b2a&name=ref.png&heads=1", content=whole_photo.read_bytes())
+    assert r.status_code == 200 and "no head found in 'ref.png'" in r.json()["note"]
+    assert "its whole photo gives the style" in r.json()["note"]
+
+
+def test_heads_without_a_detector_is_refused_with_the_reason(tmp_path, tiny_gen_ckpt, whole_photo, one_thread):
+    studio, client = heads_client(tmp_path, tiny_gen_ckpt, None, no_detector="no head detector is installed (test)")
+    assert client.get("/api/info").json()["heads"] == {"available": False, "default": False, "detector": "",
+                                                       "why": "no head detector is installed (test)"}
+    p = upload(client, whole_photo)
+    r = client.post("/api/render", json={"photo": p["id"], "direction": "a2b", "heads": True, "codes": [[0] * 8]})
+    assert r.status_code == 400 and r.json()["error"] == "heads cannot be on: no head detector is installed (test)"
+    r = client.post("/api/render", json={"photo": p["id"], "direction": "a2b", "heads": "yes", "codes": [[0] * 8]})
+    assert r.status_code == 400 and "heads must be true or false" in r.json()["error"]
+    assert len(render(client, photo=p["id"], direction="a2b", heads=False, codes=[[0] * 8])["images"]) == 1
+    assert studio.photo(p["id"]).image is None  # no full-resolution copy kept when heads cannot be on
+
+
+def test_heads_switch_defaults_on_for_a_heads_model_and_whole_photos_are_bounded(tmp_path, tiny_cfg, det, one_thread):
+    torch.manual_seed(0)
+    model = tmp_path / "heads-model.safetensors"
+    save_generators(model, tiny_cfg, {"a": build_generator(tiny_cfg), "b": build_generator(tiny_cfg)}, ("cat", "dog"),
+                    step=1, framing="heads")
+    studio, client = heads_client(tmp_path, model, det, max_whole_pixels=15_000)
+    assert client.get("/api/info").json()["heads"]["default"] is True
+    ids = [upload(client, make_image(tmp_path / f"p{k}.png", size=(100, 80), seed=k))["id"] for k in range(3)]
+    assert client.post("/api/render", json={"photo": ids[0], "direction": "a2b", "codes": [[0] * 8]}).status_code == 404
+    assert len(render(client, photo=ids[2], direction="a2b", heads=True, codes=[[0] * 8])["images"]) == 1
+    no_det, _ = heads_client(tmp_path, model, None)
+    assert no_det.describe()["heads"]["default"] is False  # nothing to turn on
+
+
+def test_ui_detector_option(tmp_path, tiny_gen_ckpt, det, monkeypatch):
+    import uvicorn
+
+    import munit_cli.web.app as web_app
+
+    studios = []
+    real = web_app.create_app
+    monkeypatch.setattr(web_app, "create_app", lambda studio, **kw: (studios.append(studio), real(studio, **kw))[1])
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: None)  # start, then stop at once
+    monkeypatch.setattr(weights, "weights_dirs", lambda: [tmp_path / "w"])
+    args = ["ui", "-m", str(tiny_gen_ckpt), "--port", "0", "--device", "cpu", "--precision", "fp32"]
+
+    r = runner.invoke(app, args)  # no detector installed: the page works, the switch is off and says why
+    assert r.exit_code == 0, r.output
+    assert "no head detector" in r.stderr and studios[-1].framing is None
+    why = studios[-1].describe()["heads"]["why"]
+    assert "no head detector is installed" in why and "start munit ui with --detector FILE" in why
+
+    r = runner.invoke(app, [*args, "--detector", str(det)])
+    assert r.exit_code == 0, r.output
+    assert "heads: det.safetensors" in r.stderr and studios[-1].framing is not None
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / weights.DEFAULT_DETECTOR).write_bytes(det.read_bytes())
+    r = runner.invoke(app, args)  # the shipped one, from the weights directories
+    assert r.exit_code == 0 and studios[-1].detector_name == weights.DEFAULT_DETECTOR
+
+    n = len(studios)
+    r = runner.invoke(app, [*args, "--detector", str(tmp_path / "missing.safetensors")])
+    assert r.exit_code == 1 and "missing.safetensors" in r.stderr and "does not exist" in r.stderr
+    r = runner.invoke(app, [*args, "--detector", str(tiny_gen_ckpt)])  # not a detector
+    assert r.exit_code == 1 and "not a head detector" in r.stderr
+    assert len(studios) == n

@@ -1,8 +1,9 @@
 """`munit ui` in a real browser: Debian's headless Chromium, driven by selenium through Debian's
 chromedriver, loads the page served by the `munit ui` command, uploads examples/cat.png, gets the
 grid, drags a slider and sees the image change, walks between two kept styles, downloads the grid
-and a style bank that `munit translate --style-file` reads; a corrupt photo gets a message and the
-page goes on. Skips with one line where no browser is installed (.ci/run installs one)."""
+and a style bank that `munit translate --style-file` reads, turns the heads switch on and sees
+whole photos (the photo's own size) with the head pasted back; a corrupt photo gets a message and
+the page goes on. Skips with one line where no browser is installed (.ci/run installs one)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ pytest.importorskip("starlette", reason="munit ui needs the [ui] extra: pip inst
 pytest.importorskip("uvicorn", reason="munit ui needs the [ui] extra: pip install -e '.[ui,dev]'")
 
 from munit_cli.styles import load_style_bank  # noqa: E402
+from test_heads import TINY, random_detector  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -57,11 +59,11 @@ def chrome(tmp_path: Path, downloads: Path):
     return driver
 
 
-def serve(tmp_path: Path, model: Path) -> tuple[subprocess.Popen, str]:
+def serve(tmp_path: Path, model: Path, *args: str) -> tuple[subprocess.Popen, str]:
     """`munit ui` on a free port; its address."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "munit_cli", "ui", "-m", str(model), "--port", "0",
-                             "--device", "cpu", "--precision", "fp32"],
+                             "--device", "cpu", "--precision", "fp32", *args],
                             stdout=subprocess.PIPE, stderr=open(tmp_path / "server.log", "w"), text=True, env=env)
     url = proc.stdout.readline().strip()
     if not url.startswith("http://"):
@@ -98,7 +100,8 @@ def test_page_in_headless_chromium(tmp_path, tiny_gen_ckpt):
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     driver = chrome(tmp_path, downloads)
-    proc, url = serve(tmp_path, tiny_gen_ckpt)
+    det = random_detector(tmp_path / "det.safetensors", threshold=0.0, recipe=TINY)  # finds a head in every photo
+    proc, url = serve(tmp_path, tiny_gen_ckpt, "--detector", str(det))
     try:
         js = driver.execute_script
         driver.get(url)
@@ -144,6 +147,20 @@ def test_page_in_headless_chromium(tmp_path, tiny_gen_ckpt):
         driver.find_element(By.ID, "download-grid").click()
         sheet = np.asarray(Image.open(wait_file(downloads, "cat_cat_grid.png")))
         assert sheet.shape[1] > 8 * 48  # the photo and 8 outputs side by side
+
+        heads = driver.find_element(By.ID, "heads")  # the heads switch: whole photos, the head pasted back
+        assert heads.is_enabled() and not heads.is_selected()  # off by default for a model of whole images
+        # read in one script: the page replaces these elements as the images land
+        natural = ("return [...document.querySelectorAll(arguments[0])]"
+                   ".map(i => [i.src.slice(-80), i.complete ? i.naturalWidth : 0, i.complete ? i.naturalHeight : 0])")
+        small = {src for src, _, _ in js(natural, "#grid .cell img")}
+        heads.click()
+        wait_for(driver, lambda d: [(w, h) for src, w, h in js(natural, "#grid .cell img") if src not in small]
+                 == [(451, 300)] * 8, "the grid of whole photos, the size of cat.png")
+        wait_for(driver, lambda d: [(w, h) for _, w, h in js(natural, "#current-img, #kept .cell img")] == [(451, 300)] * 3,
+                 "the edited and the kept styles as whole photos")
+        assert "head found in 'cat.png'" in driver.find_element(By.ID, "heads-note").text
+        assert driver.find_element(By.ID, "head-box").is_displayed()
 
         bad = tmp_path / "broken.png"
         bad.write_bytes((ROOT / "examples" / "cat.png").read_bytes()[:3000])

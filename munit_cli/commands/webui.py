@@ -15,7 +15,7 @@ from munit_cli.errors import MunitError
 from munit_cli.images import DEFAULT_MAX_PIXELS
 from munit_cli.runtime import DEVICE_HELP, PRECISION_HELP, resolve_device
 from munit_cli.ui import err_console, friendly, pick_precision, warn
-from munit_cli.weights import resolve_model
+from munit_cli.weights import DEFAULT_DETECTOR, resolve_detector, resolve_model
 
 INSTALL_HINT = "pip install 'munit-cli[ui]'"
 LOOPBACK_NAMES = ["localhost", "127.0.0.1"]
@@ -59,6 +59,20 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def head_detector(spec: str | None, dev, precision: str):
+    """(the detector for the heads switch, on `dev` like translate --heads's; or None and why).
+    A --detector that cannot be used is an error; a missing or unusable default only turns the
+    switch off: the page works without it."""
+    from munit_cli.heads.detector import load_detector
+
+    try:
+        return load_detector(resolve_detector(spec)).to(dev, precision), ""
+    except MunitError as e:
+        if spec is not None:
+            raise
+        return None, str(e).replace("pass --detector FILE", "start munit ui with --detector FILE")
+
+
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
@@ -75,10 +89,13 @@ def ui_cmd(
     raw_weights: bool = typer.Option(False, "--raw-weights", metavar="", help="Use the raw weights even if the checkpoint has EMA weights."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.1, metavar="MB", help="Refuse larger uploaded photos."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, metavar="N", help="Refuse larger images (decompression-bomb guard; 0: no limit)."),
+    detector: Optional[str] = typer.Option(None, "--detector", metavar="FILE", help=f"Head detector for the page's heads switch, as translate --heads (default: {DEFAULT_DETECTOR} from weights/; without one the switch is off)."),
 ) -> None:
     """Explore a model's styles on a local web page, live: random grids, sliders, references.
 
     Pick or drop a photo and a direction; a grid of N random styles appears (seed and N are on the page). Click an output to keep its style code, then move the sliders over the code's dimensions: the image re-renders as they move. Add the style of a reference photo, walk between two kept styles, download an image or the grid, and save the kept styles as a styles file for `munit translate --style-file`. The pixels are those `munit translate` writes for the same model, photo, style code and precision.
+
+    The heads switch does what `munit translate --heads` does: the photo's head is found once, its crop translated, and every image is the whole photo with the translated head pasted back (on by default for a model trained on head crops; off, with the reason on the page, when no head detector is installed).
 
     The page and its scripts come from this server alone (nothing from the internet). Uploads stay in memory and a temporary folder that is removed on exit. Ctrl-C stops the server. Needs Starlette and uvicorn: the ui extra of munit-cli.
 
@@ -87,6 +104,8 @@ def ui_cmd(
       munit ui                                   # the shipped model, http://127.0.0.1:7860/
 
       munit ui --model runs/d2c --port 8000 --device cuda
+
+      munit ui --model runs/heads --detector det.safetensors
     """
     _require_web()
     import uvicorn
@@ -99,10 +118,16 @@ def ui_cmd(
     dev = resolve_device(device)
     precision = pick_precision(precision, dev)
     model_path = resolve_model(model)
+    if detector is not None:
+        resolve_detector(detector)  # a wrong --detector is reported before anything starts
     sock = listen(host, port)  # before loading the model: a busy port is reported at once
     with sock, tempfile.TemporaryDirectory(prefix="munit-ui-") as tmp:
         bundle = load_generators(model_path, prefer_ema=not raw_weights)
-        studio = Studio(bundle, dev, precision, Path(tmp), size=size, max_pixels=max_pixels, model_name=model_path.name)
+        det, no_detector = head_detector(detector, dev, precision)
+        if det is None and bundle.info.meta.get("framing") == "heads":
+            warn(f"this model was trained on head crops, but the heads switch is off: {no_detector}")
+        studio = Studio(bundle, dev, precision, Path(tmp), size=size, max_pixels=max_pixels, model_name=model_path.name,
+                        detector=det, no_detector=no_detector)
         # a DNS-rebinding guard (answer only to local names) where it cannot hurt: Starlette's check
         # cannot read an IPv6 Host header, and a LAN address has names we cannot know
         allowed = [*LOOPBACK_NAMES, host] if is_loopback(host) and ":" not in host else None
@@ -110,8 +135,10 @@ def ui_cmd(
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                                timeout_graceful_shutdown=3))
         domains = bundle.info.domains
+        heads = (f"heads: {det.path.name}{' (on)' if studio.heads_default else ''}" if det is not None
+                 else "no head detector")
         err_console.print(f"munit ui: {model_path.name} ({domains[0]} <-> {domains[1]}) on {dev}, {precision}, "
-                          f"{studio.size} px; Ctrl-C stops it", highlight=False, soft_wrap=True)
+                          f"{studio.size} px, {heads}; Ctrl-C stops it", highlight=False, soft_wrap=True)
         print(url_of(sock), flush=True)
         try:
             server.run(sockets=[sock])

@@ -14,9 +14,9 @@ from torch import Tensor
 
 from munit_cli.errors import MunitError
 from munit_cli.heads.boxes import Box, fit_inside, scale, square, to_int
-from munit_cli.heads.detector import Detector
-from munit_cli.images import DEFAULT_MAX_PIXELS, load_rgb, make_grid, resize_shorter, to_tensor
-from munit_cli.inference import Prepared, Skipped
+from munit_cli.heads.detector import Detection, Detector
+from munit_cli.images import DEFAULT_MAX_PIXELS, load_rgb, make_grid, to_tensor
+from munit_cli.inference import Prepared, Skipped, input_tensor
 
 FITS = ("inside", "pad")
 NO_HEAD = ("skip", "whole")
@@ -138,26 +138,44 @@ class HeadFraming:
         self.notes: list[str] = []  # one line per reference photo used whole
 
     def _whole(self, img: Image.Image) -> Tensor:
-        return to_tensor(img if self.size is None else resize_shorter(img, self.size))
+        return input_tensor(img, self.size)  # what translate without --heads sees
 
-    def _why(self, path: Path, confidence: float) -> str:
-        return (f"no head found in {str(path)!r} (confidence {confidence:.2f} < {self.detector.threshold:.2f})")
+    def why(self, name: Path | str, confidence: float) -> str:
+        """The no-head line of a photo named `name`."""
+        return (f"no head found in {str(name)!r} (confidence {confidence:.2f} < {self.detector.threshold:.2f})")
+
+    def window(self, img: Image.Image, d: Detection) -> tuple[int, int, int, int]:
+        return crop_window(d.box, img.size[0], img.size[1], self.margin, "inside")
+
+    def find(self, img: Image.Image) -> tuple[Detection, PastedHead | None]:
+        """A decoded photo's detection and, when it has a head, the head crop ready to translate
+        and paste back (None: no head). `munit ui` caches this per photo."""
+        d = self.detector.detect(img)
+        if not d.found:
+            return d, None
+        window = self.window(img, d)
+        return d, PastedHead(to_tensor(cut(img, window, self.size)), img, window)
 
     def prepare(self, path: Path) -> Prepared | Skipped:
         img = load_rgb(path, max_pixels=self.max_pixels)
+        d, head = self.find(img)
+        if head is not None:
+            return head
+        if self.no_head == "whole":
+            return Prepared(self._whole(img))
+        return Skipped(self.why(path, d.confidence) + ": skipped (--no-head whole translates it whole)")
+
+    def reference_image(self, img: Image.Image, name: Path | str) -> tuple[Tensor, str | None]:
+        """A decoded reference photo -> (its head crop, None), or (the whole photo, the line
+        saying it has no head)."""
         d = self.detector.detect(img)
         if not d.found:
-            if self.no_head == "whole":
-                return Prepared(self._whole(img))
-            return Skipped(self._why(path, d.confidence) + ": skipped (--no-head whole translates it whole)")
-        window = crop_window(d.box, img.size[0], img.size[1], self.margin, "inside")
-        return PastedHead(to_tensor(cut(img, window, self.size)), img, window)
+            return self._whole(img), self.why(name, d.confidence) + ": its whole photo gives the style"
+        return to_tensor(cut(img, self.window(img, d), self.size)), None
 
     def reference(self, path: Path) -> Tensor:
         """A --style-from reference: its head crop, or the whole photo when it has none."""
-        img = load_rgb(path, max_pixels=self.max_pixels)
-        d = self.detector.detect(img)
-        if not d.found:
-            self.notes.append(self._why(path, d.confidence) + ": its whole photo gives the style")
-            return self._whole(img)
-        return to_tensor(cut(img, crop_window(d.box, img.size[0], img.size[1], self.margin, "inside"), self.size))
+        x, note = self.reference_image(load_rgb(path, max_pixels=self.max_pixels), path)
+        if note:
+            self.notes.append(note)
+        return x

@@ -1,14 +1,19 @@
 """The `munit ui` web app (Starlette): one static page of plain JS and a small JSON API over a Studio.
 
 API (JSON unless said; an error is {"error": message} with a 4xx/5xx status):
-  GET  /api/info                     model, directions, style_dim, size, limits, examples
+  GET  /api/info                     model, directions, style_dim, size, limits, examples, heads
   GET  /api/examples/NAME            an example photo's bytes
   POST /api/photos?name=N            body: image bytes -> {id, name, width, height, image}
-  POST /api/render                   {photo, direction, codes | random | interpolate, client?, channel?, seq?}
-                                     -> {images: [PNG data URLs], codes, compute_ms, wait_ms, server_ms}
-  POST /api/style?direction=D&name=N body: reference image bytes -> {code, name}
-  POST /api/grid                     {photo, direction, codes} -> PNG (the `translate --grid` sheet)
+  POST /api/render                   {photo, direction, codes | random | interpolate, heads?, client?, channel?, seq?}
+                                     -> {images: [PNG data URLs], codes, head, compute_ms, wait_ms, server_ms}
+  POST /api/style?direction=D&name=N&heads=1
+                                     body: reference image bytes -> {code, name, note}
+  POST /api/grid                     {photo, direction, codes, heads?} -> PNG (the `translate --grid` sheet)
   POST /api/bank                     {direction, codes, sources?} -> styles .safetensors (`--style-file`)
+
+heads (true: `translate --heads`): the photo's head crop is translated and each image is the whole
+photo, at full resolution, with the translation pasted back; `head` says what was found
+({found, confidence, window, width, height, message}; a photo without a head is translated whole).
 """
 
 from __future__ import annotations
@@ -95,6 +100,14 @@ async def read_body(request: Request, limit: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
+def query_flag(request: Request, name: str) -> bool:
+    """A yes/no query parameter: 1/true or 0/false (absent: no)."""
+    value = request.query_params.get(name, "0").lower()
+    if value not in ("0", "1", "true", "false"):
+        raise WebError(f"{name} must be 1 or 0, got {value!r}")
+    return value in ("1", "true")
+
+
 async def read_json(request: Request) -> dict:
     try:
         req = json.loads(await read_body(request, MAX_JSON, "request"))
@@ -179,22 +192,25 @@ class Api:
         req = await read_json(request)
         studio = self.studio
         photo, direction, s_b = studio.photo(req.get("photo")), studio.direction(req.get("direction")), studio.codes(req)
+        heads = studio.heads(req.get("heads"))
         check = self._claim(req)
 
         started: list[float] = []
 
-        def begin() -> None:  # runs once the compute is ours
-            started.append(time.perf_counter())
+        def begin() -> None:  # runs once the compute is ours (and again before a paste-back)
+            if not started:
+                started.append(time.perf_counter())
             check()
 
         def work() -> tuple[list[str], float]:
-            x_ab = studio.render(photo, direction, s_b, begin)  # (N, H, W, 3) uint8
+            x_ab = studio.render(photo, direction, s_b, begin, heads=heads)  # (N, H, W, 3) uint8
             compute = time.perf_counter() - started[0]
             check()  # superseded during the compute: skip the encoding, nobody will show it
             return [data_url(png_bytes(x)) for x in x_ab], compute
 
         images, compute = await run_in_threadpool(work)
         return JSONResponse({"images": images, "codes": s_b.flatten(1).tolist(), "seq": req.get("seq"),
+                             "head": studio.head_info(photo) if heads else None,
                              "compute_ms": round(compute * 1000, 1),  # the model, content code included if new
                              "wait_ms": round((started[0] - t0) * 1000, 1),  # behind other computations
                              "server_ms": round((time.perf_counter() - t0) * 1000, 1)})
@@ -203,16 +219,17 @@ class Api:
     async def style(self, request: Request) -> Response:
         direction = self.studio.direction(request.query_params.get("direction"))
         name = display_name(request.query_params.get("name"), "reference")
+        heads = self.studio.heads(query_flag(request, "heads"))
         data = await read_body(request, self.max_upload, "the reference photo")
-        s = await run_in_threadpool(self.studio.style_of, data, name, direction)
-        return JSONResponse({"code": s.flatten().tolist(), "name": name})
+        s, note = await run_in_threadpool(self.studio.style_of, data, name, direction, heads)
+        return JSONResponse({"code": s.flatten().tolist(), "name": name, "note": note})
 
     @endpoint
     async def grid(self, request: Request) -> Response:
         req = await read_json(request)
         studio = self.studio
         photo, direction, s_b = studio.photo(req.get("photo")), studio.direction(req.get("direction")), studio.codes(req)
-        sheet = await run_in_threadpool(studio.grid, photo, direction, s_b)
+        sheet = await run_in_threadpool(studio.grid, photo, direction, s_b, studio.heads(req.get("heads")))
         buf = io.BytesIO()
         sheet.save(buf, format="PNG")
         stem = Path(photo.name).stem or "photo"

@@ -11,6 +11,8 @@ const state = {
   photo: null,       // {id, name, width, height, image} from POST /api/photos
   photoBlob: null,   // its bytes, sent again if the server has forgotten the photo
   direction: null,   // "a2b" | "b2a"
+  heads: false,      // translate the head crop and paste it back into the whole photo (translate --heads)
+  head: null,        // what the server found in the photo with heads on: {found, window, width, height, message}
   grid: [],          // the random codes of the grid, as the server drew them
   kept: {},          // direction -> [{code, original, source, image}]: styles of that target domain
   selected: -1,      // index of the kept style in the editor
@@ -102,6 +104,7 @@ async function usePhoto(blob, name) {
     abortAll();
     state.photo = photo;
     state.photoBlob = blob;
+    showHead(null);
     await show($("input-img"), photo.image);
     $("input-img").hidden = false;
     $("drop-hint").hidden = true;
@@ -120,6 +123,32 @@ async function useExample(name) {
   } catch (err) {
     fail(err);
   }
+}
+
+// --- heads ---------------------------------------------------------------------------------
+
+// What the server found in the photo (data.head of a render with heads on; null: nothing to say):
+// the note under the switch, and the crop window drawn over the photo.
+function showHead(head) {
+  const note = $("heads-note"), box = $("head-box");
+  note.hidden = !head;
+  note.textContent = head ? head.message : "";
+  note.classList.toggle("warn", Boolean(head && !head.found));
+  box.hidden = !(head && head.found);
+  if (head && head.found) {
+    const [l, t, r, b] = head.window;
+    Object.assign(box.style, { left: `${(100 * l) / head.width}%`, top: `${(100 * t) / head.height}%`,
+      width: `${(100 * (r - l)) / head.width}%`, height: `${(100 * (b - t)) / head.height}%` });
+  }
+  state.head = head;
+}
+
+function setHeads(on) {
+  abortAll();
+  state.heads = on;
+  state.grid = [];
+  showHead(null);
+  refreshAll();
 }
 
 // --- rendering -------------------------------------------------------------------------
@@ -167,14 +196,16 @@ async function render(channel, payload, retried = false) {
   const seq = ++state.seq;
   try {
     const res = await postJSON("/api/render", { ...payload, photo: state.photo.id, direction: state.direction,
-      client: state.client, channel, seq }, ctl.signal);
+      heads: state.heads, client: state.client, channel, seq }, ctl.signal);
     if (res.status === 409) return null;
     if (res.status === 404 && !retried && state.photoBlob) {  // the server restarted: send the photo again
       state.photo = { ...state.photo, ...(await sendPhoto(state.photoBlob, state.photo.name)) };
       return render(channel, payload, true);
     }
     if (!res.ok) throw await errorOf(res);
-    return await res.json();
+    const data = await res.json();
+    if (data.head && state.heads) showHead(data.head);
+    return data;
   } catch (err) {
     if (err.name === "AbortError") return null;
     throw err;
@@ -223,7 +254,8 @@ async function renderGrid() {
   $("grid").replaceChildren(...data.images.map((src, k) => cell(src, `${k}`, () =>
     keep(data.codes[k], `random:seed=${opts.seed}:${k}`, src), `seed ${opts.seed}, style ${k}: click to keep`)));
   $("download-grid").disabled = false;
-  status(`${state.photo.name} → ${dir().target}: ${data.images.length} styles, seed ${opts.seed} ` +
+  const framing = !data.head ? "" : data.head.found ? ", head pasted back" : ", no head: whole photo";
+  status(`${state.photo.name} → ${dir().target}: ${data.images.length} styles, seed ${opts.seed}${framing} ` +
     `(${data.compute_ms} ms)`);
 }
 
@@ -418,11 +450,13 @@ async function styleFromPhoto(blob, name) {
     if (!dir().style_from_photo) throw new Error(`this model has no style encoder for ${dir().target}`);
     if (blob.size > state.info.max_upload) throw new Error(`${name} is over the upload limit`);
     status(`encoding the style of ${name}…`);
-    const res = await fetch(`/api/style?direction=${state.direction}&name=${encodeURIComponent(name)}`, {
+    const heads = state.heads ? 1 : 0;  // with heads on, the reference's head gives the style
+    const res = await fetch(`/api/style?direction=${state.direction}&name=${encodeURIComponent(name)}&heads=${heads}`, {
       method: "POST", body: blob, headers: { "Content-Type": blob.type || "application/octet-stream" } });
     if (!res.ok) throw await errorOf(res);
     const data = await res.json();
-    keep(data.code, `reference:${data.name}`, null);
+    keep(data.code, `reference:${data.name}${heads ? ":head" : ""}`, null);
+    if (data.note) status(data.note, true);
   } catch (err) {
     fail(err);
   }
@@ -446,7 +480,8 @@ async function saveBank() {
 async function downloadGrid() {
   if (!state.photo || !state.grid.length) return;
   try {
-    const res = await postJSON("/api/grid", { photo: state.photo.id, direction: state.direction, codes: state.grid });
+    const res = await postJSON("/api/grid", { photo: state.photo.id, direction: state.direction, codes: state.grid,
+      heads: state.heads });
     if (!res.ok) throw await errorOf(res);
     download(await res.blob(), filenameOf(res, `${stem(state.photo.name)}_grid.png`));
   } catch (err) {
@@ -512,6 +547,13 @@ async function init() {
   }
   buildSliders(info.style_dim);
   drawKept();
+  const heads = info.heads;
+  $("heads").disabled = !heads.available;
+  $("heads").checked = state.heads = heads.available && heads.default;
+  $("heads-label").title = heads.available
+    ? `find the head with ${heads.detector}, translate its crop and paste it back (munit translate --heads)` +
+      (heads.default ? "; on by default: this model was trained on head crops" : "")
+    : `heads are off: ${heads.why}`;
 
   onFileInput($("file"), usePhoto);
   onFileInput($("file2"), usePhoto);
@@ -527,6 +569,7 @@ async function init() {
     select(kept().length ? 0 : -1);
     refreshAll();
   });
+  $("heads").addEventListener("change", () => setHeads($("heads").checked));
   $("n").addEventListener("change", gridLater);
   $("seed").addEventListener("change", gridLater);
   $("reseed").addEventListener("click", () => { $("seed").value = String(Number($("seed").value || 0) + 1); gridLater(); });
