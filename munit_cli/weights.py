@@ -12,7 +12,7 @@ from pathlib import Path
 
 from munit_cli.errors import MunitError
 
-DEFAULT_MODEL = "pets-cat-dog-small.safetensors"
+DEFAULT_MODEL = "heads-cat-dog-small.safetensors"
 DEFAULT_DETECTOR = "pets-heads-detector.safetensors"  # munit heads, translate --heads
 SUFFIX = ".safetensors"
 ENV_VAR = "MUNIT_WEIGHTS_DIR"
