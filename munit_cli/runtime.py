@@ -138,7 +138,7 @@ def native_precisions(device: torch.device) -> tuple[str, ...]:
     return ("fp32",)
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -157,7 +157,7 @@ def _device_entry(device: torch.device, name: str) -> dict:
 def system_report() -> dict:
     """What this machine offers munit: CPU and its bf16 support, GPUs, and what
     `--precision auto` resolves to on each device, with the reason (`munit info --system`)."""
-    devices = [_device_entry(torch.device("cpu"), _cpu_model())]
+    devices = [_device_entry(torch.device("cpu"), cpu_model())]
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         devices.append(_device_entry(torch.device("cuda", i), torch.cuda.get_device_name(i)))
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():

@@ -32,13 +32,14 @@ def _domains(value: Optional[str]) -> Optional[list[str]]:
 
 
 def _eval_photos(root: Path, boxes: dict, domains: Optional[list[str]], limit: Optional[int]) -> list[EvalPhoto]:
-    photos, kept, seen = list_photos(root, boxes, domains), [], {}
-    for p in photos:
+    """The held-out photos, at most `limit` per domain (the first, sorted)."""
+    seen: dict[str, int] = {}
+    kept = []
+    for p in list_photos(root, boxes, domains):
         seen[p.domain] = seen.get(p.domain, 0) + 1
         if not limit or seen[p.domain] <= limit:
-            kept.append(p)
-    photos = kept
-    return [EvalPhoto(p.domain, p.path, p.box) for p in photos]
+            kept.append(EvalPhoto(p.domain, p.path, p.box))
+    return kept
 
 
 def _print_figures(fig: dict) -> None:

@@ -19,7 +19,7 @@ from munit_cli.heads.detector import Detector, Recipe
 from munit_cli.heads.network import STRIDE, HeadNet, decode, predict
 from munit_cli.images import DEFAULT_MAX_PIXELS, ImageError, load_rgb
 from munit_cli.optim import adamw_warmup_cosine
-from munit_cli.runtime import _cpu_model, autocast
+from munit_cli.runtime import cpu_model, autocast
 from munit_cli.seeds import stable_seed
 
 Callback = Callable[[str, dict], None]
@@ -256,4 +256,4 @@ def measure_speed(det: Detector, paths: list[Path], max_pixels: int = DEFAULT_MA
             continue
         times.append(time.perf_counter() - t)
     return {"ms_per_photo": 1000 * statistics.median(times) if times else None, "photos": len(times),
-            "threads": torch.get_num_threads(), "device": str(det.device), "cpu": _cpu_model()}
+            "threads": torch.get_num_threads(), "device": str(det.device), "cpu": cpu_model()}
