@@ -123,6 +123,7 @@ class TrainConfig:
     vgg_w: float = 0.0  # domain-invariant perceptual loss weight (0 = off; needs VGG16 file)
     ds_w: float = 0.0  # diversity-sensitive loss weight (StarGAN v2; 0 = off): rewards unlike outputs for two random styles
     ds_decay: int = 0  # steps over which ds_w falls linearly to 0 (StarGAN v2); 0 = constant
+    ref_p: float = 0.0  # fraction of steps whose cross decodes take the other real image's encoded style (StarGAN v2); 0 = off
     ema: bool = True  # keep an exponential moving average of both generators
     ema_beta: float = 0.999  # EMA decay per step
     ema_start: int = 0  # steps before averaging starts (the EMA copies the weights until then)
@@ -148,7 +149,7 @@ class TrainConfig:
         for n in ("weight_decay", "gan_w", "recon_x_w", "recon_c_w", "recon_s_w", "recon_x_cyc_w", "vgg_w", "workers", "seed",
                   "ema_start", "ds_w", "ds_decay"):
             _check(getattr(self, n) >= 0, n, getattr(self, n), "must be >= 0")
-        for n in ("beta1", "beta2", "ema_beta", "lr_gamma"):
+        for n in ("beta1", "beta2", "ema_beta", "lr_gamma", "ref_p"):
             _check(0 <= getattr(self, n) <= 1, n, getattr(self, n), "must be in [0, 1]")
         _check(self.precision in PRECISIONS, "precision", self.precision, f"one of {PRECISIONS}")
         _check(self.lr_policy in LR_POLICIES, "lr_policy", self.lr_policy, f"one of {LR_POLICIES}")

@@ -20,6 +20,16 @@ distance between the two outputs is subtracted from the G loss, its weight falli
 to 0 over `ds_decay` steps. It fights the collapse in which a decoder ignores its style code.
 Off (0) in every preset; the extra styles are drawn only when it is on, so runs without it
 draw the same codes as before.
+
+Reference-guided steps (`ref_p`, after StarGAN v2, which trains every generation both with
+a random style and with a reference image's encoded style): on a fraction `ref_p` of the
+steps, spread evenly, each cross decode takes the style the encoder finds in the step's real
+image of the target domain (x_ba: c_b with x_a's style) instead of a random code. The paper
+decodes encoded styles only with their own image's content, so `--style-from` asks the
+decoder for a pairing it never trained on; these steps train it, and the adversarial loss
+teaches the style encoder to give codes that make the other animal. The style target is the
+encoded code, detached (otherwise the encoder could shrink its codes to make the loss easy).
+No extra pass: the step costs what a latent one does. Off (0) in every preset.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import random
 
 import torch
@@ -50,10 +61,14 @@ class GenPair(nn.Module):
         self.gen_a, self.gen_b, self.cycle = gen_a, gen_b, cycle
 
     def forward(self, x_a: Tensor, x_b: Tensor, s_a: Tensor, s_b: Tensor, s_a2: Tensor | None = None,
-                s_b2: Tensor | None = None) -> dict[str, Tensor]:
-        """`s_a2`, `s_b2`: second random styles for the diversity-sensitive loss (x_ba2, x_ab2)."""
+                s_b2: Tensor | None = None, ref: bool = False) -> dict[str, Tensor]:
+        """`s_a2`, `s_b2`: second random styles for the diversity-sensitive loss (x_ba2, x_ab2).
+        `ref`: a reference-guided step, the cross decodes take the real images' encoded styles
+        in place of `s_a`, `s_b` (out["s_a_cross"], out["s_b_cross"]: the styles used)."""
         c_a, s_a_prime = self.gen_a.encode(x_a)
         c_b, s_b_prime = self.gen_b.encode(x_b)
+        if ref:
+            s_a, s_b = s_a_prime, s_b_prime
         # one decode per generator over [own content + own style; other content + random style(s)]:
         # per-sample norms make this exactly the separate decodes, with better conv batching
         ds = s_a2 is not None
@@ -65,7 +80,7 @@ class GenPair(nn.Module):
         c_a_recon, s_b_recon = self.gen_b.encode(x_ab)
         out = dict(c_a=c_a, c_b=c_b, s_a_prime=s_a_prime, s_b_prime=s_b_prime, x_a_recon=x_a_recon,
                    x_b_recon=x_b_recon, x_ba=x_ba, x_ab=x_ab, c_a_recon=c_a_recon, c_b_recon=c_b_recon,
-                   s_a_recon=s_a_recon, s_b_recon=s_b_recon)
+                   s_a_recon=s_a_recon, s_b_recon=s_b_recon, s_a_cross=s_a, s_b_cross=s_b)
         if ds:
             out["x_ba2"], out["x_ab2"] = xs_a[2], xs_b[2]
         if self.cycle:
@@ -162,6 +177,12 @@ class Trainer:
             return self.cfg.ds_w
         return self.cfg.ds_w * max(0.0, 1.0 - self.step / self.cfg.ds_decay)
 
+    def ref_step(self) -> bool:
+        """Whether this step is reference-guided: `ref_p` of the steps, spread evenly
+        (no random draw, so a resumed run keeps the schedule)."""
+        p = self.cfg.ref_p
+        return p > 0 and math.floor((self.step + 1) * p) > math.floor(self.step * p)
+
     def _set_lr(self) -> None:
         k = 1.0 if self.cfg.lr_policy == "constant" else self.cfg.lr_gamma ** (self.step // self.cfg.lr_step)
         for g in self.opt_gen.param_groups:
@@ -183,15 +204,15 @@ class Trainer:
         self.scaler.step(self.opt_dis)
         return loss_a.detach(), loss_b.detach()
 
-    def _gen_losses(self, x_a: Tensor, x_b: Tensor, s_a: Tensor, s_b: Tensor, out: dict[str, Tensor]) -> dict[str, Tensor]:
+    def _gen_losses(self, x_a: Tensor, x_b: Tensor, out: dict[str, Tensor]) -> dict[str, Tensor]:
         cfg, dis, gan = self.cfg, self.dis, self.model_cfg.dis.gan_type
         L = {
             "loss_gan_a": gen_adv_loss(dis.judge(dis.dis_a, out["x_ba"]), gan),
             "loss_gan_b": gen_adv_loss(dis.judge(dis.dis_b, out["x_ab"]), gan),
             "loss_recon_x_a": recon(out["x_a_recon"], x_a),
             "loss_recon_x_b": recon(out["x_b_recon"], x_b),
-            "loss_recon_s_a": recon(out["s_a_recon"], s_a),
-            "loss_recon_s_b": recon(out["s_b_recon"], s_b),
+            "loss_recon_s_a": recon(out["s_a_recon"], out["s_a_cross"].detach()),  # random codes: no-op detach
+            "loss_recon_s_b": recon(out["s_b_recon"], out["s_b_cross"].detach()),
             "loss_recon_c_a": recon(out["c_a_recon"], out["c_a"]),  # target not detached, as the reference
             "loss_recon_c_b": recon(out["c_b_recon"], out["c_b"]),
         }
@@ -218,22 +239,25 @@ class Trainer:
         self._set_lr()
         x_a, x_b = self._prep(x_a), self._prep(x_b)
         s_a, s_b, *s2 = self._styles(x_a.shape[0])
+        ref = self.ref_step()
         if self.cfg.shared_fakes:
             with autocast(self.device, self.cfg.precision):
-                out = self.gens_fwd(x_a, x_b, s_a, s_b, *s2)
+                out = self.gens_fwd(x_a, x_b, s_a, s_b, *s2, ref=ref)
             loss_dis_a, loss_dis_b = self._dis_update(x_a, x_b, out["x_ba"], out["x_ab"])
             self.dis.requires_grad_(False)  # G step: gradients flow through D to G only
         else:  # the reference: fakes for D, then a second full generator pass for G
             with torch.no_grad(), autocast(self.device, self.cfg.precision):
-                c_a, _ = self.gen_a.encode(x_a)
-                c_b, _ = self.gen_b.encode(x_b)
+                c_a, s_a_prime = self.gen_a.encode(x_a)
+                c_b, s_b_prime = self.gen_b.encode(x_b)
+                if ref:
+                    s_a, s_b = s_a_prime, s_b_prime
                 x_ba, x_ab = self.gen_a.decode(c_b, s_a), self.gen_b.decode(c_a, s_b)
             loss_dis_a, loss_dis_b = self._dis_update(x_a, x_b, x_ba, x_ab)
             s_a, s_b, *s2 = self._styles(x_a.shape[0])
             with autocast(self.device, self.cfg.precision):
-                out = self.gens_fwd(x_a, x_b, s_a, s_b, *s2)
+                out = self.gens_fwd(x_a, x_b, s_a, s_b, *s2, ref=ref)
         with autocast(self.device, self.cfg.precision):
-            L = self._gen_losses(x_a, x_b, s_a, s_b, out)
+            L = self._gen_losses(x_a, x_b, out)
         self.opt_gen.zero_grad(set_to_none=True)
         self.scaler.scale(L["loss_gen_total"]).backward()
         self.scaler.step(self.opt_gen)

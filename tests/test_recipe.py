@@ -41,7 +41,7 @@ def recipe_model(**dis) -> ModelConfig:
 
 
 RECIPE_TRAIN = dict(lr_policy="constant", init="orthogonal", diffaug="color,translation,cutout", center_crop=0.8,
-                    ema_start=2, lr_dis=4e-4, recon_x_w=0.1, ds_w=1.0, ds_decay=4)
+                    ema_start=2, lr_dis=4e-4, recon_x_w=0.1, ds_w=1.0, ds_decay=4, ref_p=0.5)
 
 
 @pytest.fixture
@@ -262,7 +262,7 @@ def test_diversity_sensitive_loss(tiny_cfg, one_thread):
     c_b, _ = tr.gen_b.encode(x_b)  # content of b, decoded as a
     assert torch.allclose(out["x_ba2"], tr.gen_a.decode(c_b, styles[2]), atol=1e-5)  # the batched decode is exact
     assert not torch.allclose(out["x_ba2"], out["x_ba"], atol=1e-3)
-    L = tr._gen_losses(x_a, x_b, styles[0], styles[1], out)
+    L = tr._gen_losses(x_a, x_b, out)
     assert torch.allclose(L["loss_ds_a"], -(out["x_ba"] - out["x_ba2"]).abs().mean())
     without = {k: v for k, v in L.items() if k not in ("loss_ds_a", "loss_ds_b", "loss_gen_total")}
     w = dict(gan=1, recon_x=10, recon_s=1, recon_c=1)
@@ -280,6 +280,43 @@ def test_diversity_sensitive_loss(tiny_cfg, one_thread):
                 p -= 1e-2 * p.grad
         after = (tr.gen_a.decode(c_b, styles[1]) - tr.gen_a.decode(c_b, styles[2])).abs().mean()
     assert after > before
+
+
+def test_reference_guided_steps(tiny_cfg, one_thread):
+    torch.manual_seed(0)
+    x_a, x_b = torch.rand(2, 1, 3, 32, 32) * 2 - 1
+    schedule = {}
+    for p in (0.0, 0.25, 0.5, 1.0):
+        tr = Trainer(tiny_cfg, TrainConfig(ref_p=p, precision="fp32"), CPU)
+        schedule[p] = [tr.ref_step() for tr.step in range(8)]
+    assert schedule[0.0] == [False] * 8 and schedule[1.0] == [True] * 8
+    assert schedule[0.5] == [False, True] * 4 and sum(schedule[0.25]) == 2  # evenly spread, no random draw
+    with pytest.raises(MunitError, match="ref_p"):
+        TrainConfig(ref_p=1.5).validate()
+
+    s_a, s_b = tr._styles(1)
+    for ref in (False, True):
+        out = tr.gens(x_a, x_b, s_a, s_b, ref=ref)
+        c_b, _ = tr.gen_b.encode(x_b)
+        _, s_a_real = tr.gen_a.encode(x_a)
+        style = s_a_real if ref else s_a  # x_ba: b's content with a's real style, or with the random code
+        assert torch.allclose(out["x_ba"], tr.gen_a.decode(c_b, style), atol=1e-5)
+        assert torch.allclose(out["s_a_cross"], style)
+        L = tr._gen_losses(x_a, x_b, out)
+        assert torch.allclose(L["loss_recon_s_a"], (out["s_a_recon"] - style).abs().mean())
+        # only a reference step trains a's style encoder through the adversarial loss on x_ba
+        tr.gens.zero_grad()
+        L["loss_gan_a"].backward()
+        grads = [p.grad for p in tr.gen_a.enc_style.parameters()]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads) == ref
+    # the style target is detached (the encoder must not shrink its codes to ease the loss)
+    params = list(tr.gen_a.enc_style.parameters())
+    out = tr.gens(x_a, x_b, s_a, s_b, ref=True)
+    got = torch.autograd.grad(tr._gen_losses(x_a, x_b, out)["loss_recon_s_a"], params, retain_graph=True)
+    want = torch.autograd.grad((out["s_a_recon"] - out["s_a_cross"].detach()).abs().mean(), params, retain_graph=True)
+    both = torch.autograd.grad((out["s_a_recon"] - out["s_a_cross"]).abs().mean(), params)
+    assert all(torch.allclose(g, w) for g, w in zip(got, want))
+    assert not all(torch.allclose(g, b) for g, b in zip(got, both))
 
 
 def test_center_crop_keeps_the_middle(tmp_path):
@@ -409,7 +446,7 @@ def test_recipe_flags_reach_the_config(pets):
                             "--gen-weight-norm", "spectral", "--dis-weight-norm", "spectral", "--up-norm", "adain",
                             "--res-block", "pre", "--lr-policy", "constant", "--init", "orthogonal",
                             "--diffaug", "translation,cutout", "--center-crop", "0.7", "--ema-start", "50",
-                            "--ds-w", "0.5", "--ds-decay", "300", "--n-downsample", "3"])
+                            "--ds-w", "0.5", "--ds-decay", "300", "--n-downsample", "3", "--ref-p", "0.25"])
     assert r.exit_code == 0, r.output
     c = json.loads(r.stdout)["config"]
     assert (c["model"]["dis"]["gan_type"], c["model"]["dis"]["kind"], c["model"]["dis"]["weight_norm"]) == \
@@ -419,7 +456,7 @@ def test_recipe_flags_reach_the_config(pets):
     t = c["train"]
     assert (t["lr_policy"], t["init"], t["diffaug"], t["center_crop"], t["ema_start"]) == \
         ("constant", "orthogonal", "translation,cutout", 0.7, 50)
-    assert (t["ds_w"], t["ds_decay"]) == (0.5, 300)
+    assert (t["ds_w"], t["ds_decay"], t["ref_p"]) == (0.5, 300, 0.25)
     r = runner.invoke(app, ["train", "--data", str(pets), "--src", "dog", "--tgt", "cat", "--preset", "tiny",
                             "--device", "cpu", "--dry-run", "--diffaug", "colour"])
     assert r.exit_code == 1 and "diffaug" in r.stderr and "Traceback" not in r.output

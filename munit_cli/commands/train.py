@@ -210,6 +210,7 @@ def train(
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", metavar="FILE", help="Local VGG16 weights file for the perceptual loss."),
     ds_w: Optional[float] = typer.Option(None, "--ds-w", metavar="W", help="Diversity-sensitive loss weight (StarGAN v2; 0 = off): against style collapse."),
     ds_decay: Optional[int] = typer.Option(None, "--ds-decay", metavar="N", help="Decay --ds-w linearly to 0 over N steps (0 = constant)."),
+    ref_p: Optional[float] = typer.Option(None, "--ref-p", metavar="P", help="Fraction of steps that translate with the other real image's encoded style instead of a random one (StarGAN v2's reference-guided training; 0 = off): for --style-from."),
     resume: bool = typer.Option(False, "--resume", metavar="", help="Continue the run in --out from its latest checkpoint."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help=DEVICE_HELP),
     precision: Optional[str] = typer.Option(None, "--precision", metavar="NAME", help=PRECISION_HELP + "; fp32 master weights (default: auto)."),
@@ -255,7 +256,7 @@ def train(
     # the flags named like config fields (None: not given); --resume warns about the non-resumable ones
     flags = dict(iters=iters, batch_size=batch_size, lr=lr, lr_dis=lr_dis, lr_step=lr_step, gan_w=gan_w, recon_x_w=recon_x_w,
                  recon_c_w=recon_c_w, recon_s_w=recon_s_w, recon_x_cyc_w=recon_x_cyc_w, vgg_w=vgg_w, ds_w=ds_w,
-                 ds_decay=ds_decay, precision=precision, seed=seed, workers=workers, save_every=save_every, keep=keep,
+                 ds_decay=ds_decay, ref_p=ref_p, precision=precision, seed=seed, workers=workers, save_every=save_every, keep=keep,
                  sample_every=sample_every, log_every=log_every, ema=ema, ema_beta=ema_beta, shared_fakes=shared_fakes,
                  gan_type=gan_type, dis_kind=dis_kind, gen_weight_norm=gen_weight_norm, dis_weight_norm=dis_weight_norm,
                  up_norm=up_norm, res_block=res_block, n_downsample=n_downsample, lr_policy=lr_policy, init=init,
