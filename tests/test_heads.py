@@ -12,11 +12,12 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from conftest import make_image
 from munit_cli.checkpoint import read_header, save_tensors
 from munit_cli.errors import MunitError
 from munit_cli.heads.boxes import Letterbox, clip, fit_inside, iou, iou_tensor, scale, square, to_int
 from munit_cli.heads.compose import crop_window, cut, feather_mask, paste
-from munit_cli.heads.data import make_batch, negative_rect, positive_rect, warp
+from munit_cli.heads.data import Photo, check_disjoint, make_batch, negative_rect, positive_rect, select_training, warp
 from munit_cli.heads.detector import Recipe, letterbox, load_detector, save_detector
 from munit_cli.heads.network import HeadNet, decode
 from munit_cli.heads.training import choose_threshold, targets
@@ -256,6 +257,20 @@ def disc_photos(folder, n, seed, size=(64, 48)):
         img.save(folder / f"{i}.png")
         boxes[f"{i}.png"] = [x - 1.3 * r, y - 1.3 * r, x + 1.3 * r, y + 1.3 * r]
     return boxes
+
+
+def test_select_training_excludes_limits_and_counts(tmp_path):
+    for d, n in (("cat", 5), ("dog", 3)):
+        for i in range(n):
+            make_image(tmp_path / d / f"{i:05d}.jpg", size=(40, 30), seed=i)
+    boxes = {"cat": {f"{i:05d}.jpg": (1, 1, 20, 20) for i in (0, 1, 2, 4)}, "dog": {"00000.jpg": (2, 2, 9, 9)}}
+    sel = select_training(tmp_path, boxes, exclude=["00004.jpg"], limit=2)
+    assert [(p.domain, p.path.name) for p in sel.positives] == [("cat", "00000.jpg"), ("cat", "00001.jpg"), ("dog", "00000.jpg")]
+    assert sel.counts == {"cat": (2, 4), "dog": (1, 3)}  # kept with a box, photos found once excluded
+    held = [Photo("cat", tmp_path / "elsewhere" / "00001.jpg", None)]
+    with pytest.raises(MunitError, match="both a training photo and a held-out photo"):
+        check_disjoint(sel.positives, held)
+    check_disjoint(sel.positives, [Photo("dog", tmp_path / "x" / "00001.jpg", None)])
 
 
 def test_make_batch_boxes_follow_the_augmentation(tmp_path):

@@ -160,8 +160,7 @@ class StubDetector:
 @pytest.fixture
 def stub(monkeypatch):
     s = StubDetector()
-    monkeypatch.setattr(translate_cmd, "load_detector", lambda path: s)
-    monkeypatch.setattr(translate_cmd, "resolve_detector", lambda spec: "stub")
+    monkeypatch.setattr(translate_cmd, "open_detector", lambda spec, dev, precision: s)
     return s
 
 

@@ -3,10 +3,8 @@ and `translate --heads`, trained from a boxes.json and photo folders, measured o
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
-import statistics
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +14,8 @@ from rich.progress import TextColumn
 from munit_cli.atomic import refuse_overwrite
 from munit_cli.commands.heads import load_checked_detector
 from munit_cli.errors import MunitError
-from munit_cli.heads.data import Photo, PhotoSet, list_photos, load_photos, read_boxes, split_probe
+from munit_cli.heads.data import (PhotoSet, check_disjoint, first_per_domain, list_photos, load_photos, median_box, read_boxes,
+                                  select_training, split_probe)
 from munit_cli.heads.detector import Detector, Recipe, save_detector
 from munit_cli.heads.training import EvalPhoto, evaluate, train_detector
 from munit_cli.images import DEFAULT_MAX_PIXELS
@@ -33,13 +32,7 @@ def _domains(value: Optional[str]) -> Optional[list[str]]:
 
 def _eval_photos(root: Path, boxes: dict, domains: Optional[list[str]], limit: Optional[int]) -> list[EvalPhoto]:
     """The held-out photos, at most `limit` per domain (the first, sorted)."""
-    seen: dict[str, int] = {}
-    kept = []
-    for p in list_photos(root, boxes, domains):
-        seen[p.domain] = seen.get(p.domain, 0) + 1
-        if not limit or seen[p.domain] <= limit:
-            kept.append(EvalPhoto(p.domain, p.path, p.box))
-    return kept
+    return [EvalPhoto(p.domain, p.path, p.box) for p in first_per_domain(list_photos(root, boxes, domains), limit)]
 
 
 def _print_figures(fig: dict) -> None:
@@ -58,17 +51,6 @@ def _print_figures(fig: dict) -> None:
     if sp.get("ms_per_photo") is not None:
         print(f"speed: {sp['ms_per_photo']:.1f} ms per photo (decode + detect, median of {sp['photos']}) on {sp['cpu']} "
               f"({sp['device']}, {sp['threads']} thread(s)); threshold {fig['threshold']:.3f}")
-
-
-def _check_disjoint(train: list[Photo], held: list[EvalPhoto]) -> None:
-    """Refuse to train on a held-out photo (same domain and file name, or the same file)."""
-    names = {(p.domain, p.path.name) for p in held}
-    files = {os.path.realpath(p.path) for p in held}
-    for p in train:
-        if (p.domain, p.path.name) in names or os.path.realpath(p.path) in files:
-            raise MunitError(f"{str(p.path)!r} is both a training photo and a held-out photo ({p.domain}/{p.path.name} in "
-                             "--eval-photos): the held-out split must never be trained on; pass other folders or --exclude it",
-                             exit_code=2)
 
 
 @friendly
@@ -119,19 +101,12 @@ def train_detector_cmd(
     dev = resolve_device(device)
     prec = pick_precision(precision, dev)
     all_boxes = read_boxes(boxes)
-    names = _domains(domains)
-    found = [p for p in list_photos(photos, all_boxes, names)
-             if not any(fnmatch.fnmatch(p.path.name, pat) for pat in exclude or [])]
-    doms = sorted({p.domain for p in found})
-    positives = []
-    for d in doms:
-        mine = [p for p in found if p.domain == d]
-        with_box = [p for p in mine if p.box is not None][:limit]
-        err_console.print(f"{d}: {len(with_box)} of {len(mine)} photos have a box (the others are not used)",
-                          highlight=False, markup=False)
-        positives += with_box
+    chosen = select_training(photos, all_boxes, _domains(domains), exclude, limit)
+    for d, (kept, found) in chosen.counts.items():
+        err_console.print(f"{d}: {kept} of {found} photos have a box (the others are not used)", highlight=False, markup=False)
+    positives, doms = chosen.positives, list(chosen.counts)
     held = _eval_photos(eval_photos, all_boxes, doms, limit) if eval_photos else []
-    _check_disjoint(positives, held)
+    check_disjoint(positives, held)
     train_photos, probe_photos = split_probe(positives, recipe.probe)
     if len(train_photos) < recipe.batch_size or not probe_photos:
         raise MunitError(f"{len(train_photos)} training and {len(probe_photos)} probe photos with a box: too few "
@@ -158,7 +133,7 @@ def train_detector_cmd(
                                   highlight=False)
 
         net, figures = train_detector(sets[0], sets[1], recipe, dev, prec, on)
-        mean_box = _mean_box(sets[0])
+        mean_box = median_box(sets[0])
         meta = {"mean_box": json.dumps(mean_box)}
         det = Detector(net, recipe, figures["threshold"], out, meta).to(dev, prec)
         heldout = None
@@ -187,13 +162,6 @@ def train_detector_cmd(
           f"{p['false_heads']:.1%})")
     if heldout:
         _print_figures(heldout)
-
-
-def _mean_box(ps: PhotoSet) -> list[float]:
-    """The median training window as fractions of the photo (a fixed-box baseline)."""
-    v = ps.valid
-    rel = (ps.boxes - v[:, [0, 1, 0, 1]]) / (v[:, [2, 3, 2, 3]] - v[:, [0, 1, 0, 1]])
-    return [round(statistics.median(rel[:, k].tolist()), 4) for k in range(4)]
 
 
 @friendly

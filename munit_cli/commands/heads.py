@@ -15,12 +15,12 @@ from munit_cli.commands.translate import default_workers, read_stdin_items
 from munit_cli.errors import MunitError
 from munit_cli.heads.compose import FITS
 from munit_cli.heads.crops import MANIFEST, Outcome, crop_heads
-from munit_cli.heads.detector import load_detector
+from munit_cli.heads.detector import open_detector
 from munit_cli.images import DEFAULT_MAX_PIXELS
 from munit_cli.naming import plan_jobs
 from munit_cli.runtime import DEVICE_HELP, PRECISION_HELP, resolve_device
 from munit_cli.ui import err_console, friendly, pick_precision, progress, warn
-from munit_cli.weights import DEFAULT_DETECTOR, resolve_detector
+from munit_cli.weights import DEFAULT_DETECTOR
 
 EXTS = ("jpg", "png", "webp")
 LISTED = 5  # photos without a head named in the summary (the manifest lists all)
@@ -29,13 +29,7 @@ LISTED = 5  # photos without a head named in the summary (the manifest lists all
 def load_checked_detector(spec: Optional[str], device: str, precision: str, threshold: Optional[float] = None):
     """The --detector (default: the shipped one) on --device, with an optional threshold."""
     dev = resolve_device(device)
-    prec = pick_precision(precision, dev)
-    det = load_detector(resolve_detector(spec)).to(dev, prec)
-    if threshold is not None:
-        if not 0 <= threshold <= 1:
-            raise MunitError(f"--threshold must be between 0 and 1, got {threshold}", exit_code=2)
-        det.threshold = threshold
-    return det
+    return open_detector(spec, dev, pick_precision(precision, dev), threshold)
 
 
 class _Reporter:

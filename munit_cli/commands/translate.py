@@ -16,7 +16,7 @@ from munit_cli.atomic import ensure_writable_dir
 from munit_cli.checkpoint import load_generators
 from munit_cli.errors import MunitError
 from munit_cli.heads.compose import NO_HEAD, HeadFraming
-from munit_cli.heads.detector import load_detector
+from munit_cli.heads.detector import open_detector
 from munit_cli.images import DEFAULT_MAX_PIXELS
 from munit_cli.inference import Translator, make_bank, resolve_direction, translate_files
 from munit_cli.naming import plan_jobs
@@ -24,7 +24,7 @@ from munit_cli.outputs import Event, Summary
 from munit_cli.runtime import DEVICE_HELP, PRECISION_HELP, resolve_device
 from munit_cli.ui import err_console, friendly, progress, warn, pick_precision
 from munit_cli.styles import DEFAULT_NUM_STYLES, StyleOptions
-from munit_cli.weights import DEFAULT_DETECTOR, resolve_detector, resolve_model
+from munit_cli.weights import DEFAULT_DETECTOR, resolve_model
 
 EXTS = ("png", "jpg", "webp")
 
@@ -204,5 +204,4 @@ def _framing(heads: bool | None, model_heads: bool, detector: str | None, no_hea
     if heads is None:
         err_console.print("--heads is on: this model was trained on head crops (--no-heads translates whole images)",
                           highlight=False)
-    det = load_detector(resolve_detector(detector)).to(dev, precision)
-    return HeadFraming(det, size, margin, no_head, max_pixels)
+    return HeadFraming(open_detector(detector, dev, precision), size, margin, no_head, max_pixels)

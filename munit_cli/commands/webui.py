@@ -63,10 +63,10 @@ def head_detector(spec: str | None, dev, precision: str):
     """(the detector for the heads switch, on `dev` like translate --heads's; or None and why).
     A --detector that cannot be used is an error; a missing or unusable default only turns the
     switch off: the page works without it."""
-    from munit_cli.heads.detector import load_detector
+    from munit_cli.heads.detector import open_detector
 
     try:
-        return load_detector(resolve_detector(spec)).to(dev, precision), ""
+        return open_detector(spec, dev, precision), ""
     except MunitError as e:
         if spec is not None:
             raise

@@ -6,8 +6,11 @@ made boxes.json missed many heads, so the negatives are parts of photos away fro
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
+import os
+import statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +70,50 @@ def list_photos(root: Path, boxes: dict[str, dict[str, Box]], domains: list[str]
     return out
 
 
+def first_per_domain(photos: list[Photo], limit: int | None) -> list[Photo]:
+    """At most `limit` photos of each domain, the first in the given (sorted) order; all without a limit."""
+    seen: dict[str, int] = {}
+    kept = []
+    for p in photos:
+        seen[p.domain] = seen.get(p.domain, 0) + 1
+        if not limit or seen[p.domain] <= limit:
+            kept.append(p)
+    return kept
+
+
+@dataclass
+class Selection:
+    """The training photos with a box, and per domain (photos kept, photos found)."""
+    positives: list[Photo]
+    counts: dict[str, tuple[int, int]]
+
+
+def select_training(root: Path, boxes: dict[str, dict[str, Box]], domains: list[str] | None = None,
+                    exclude: list[str] | None = None, limit: int | None = None) -> Selection:
+    """The photos under root/DOMAIN whose name matches no `exclude` glob and that have a box,
+    at most `limit` per domain (the first, sorted). Photos without a box are not used: a
+    missing box is not a missing head."""
+    found = [p for p in list_photos(root, boxes, domains) if not any(fnmatch.fnmatch(p.path.name, g) for g in exclude or [])]
+    positives, counts = [], {}
+    for d in sorted({p.domain for p in found}):
+        mine = [p for p in found if p.domain == d]
+        kept = first_per_domain([p for p in mine if p.box is not None], limit)
+        positives += kept
+        counts[d] = (len(kept), len(mine))
+    return Selection(positives, counts)
+
+
+def check_disjoint(train: list[Photo], held: list) -> None:
+    """Refuse to train on a held-out photo (same domain and file name, or the same file)."""
+    names = {(p.domain, p.path.name) for p in held}
+    files = {os.path.realpath(p.path) for p in held}
+    for p in train:
+        if (p.domain, p.path.name) in names or os.path.realpath(p.path) in files:
+            raise MunitError(f"{str(p.path)!r} is both a training photo and a held-out photo ({p.domain}/{p.path.name} in "
+                             "--eval-photos): the held-out split must never be trained on; pass other folders or --exclude it",
+                             exit_code=2)
+
+
 def split_probe(photos: list[Photo], fraction: float) -> tuple[list[Photo], list[Photo]]:
     """(train, probe) by a hash of the file name (the classifier's rule)."""
     probe = [p for p in photos if is_held_out(p.path.name, fraction)]
@@ -122,6 +169,13 @@ def load_photos(photos: list[Photo], store: int, max_pixels: int = DEFAULT_MAX_P
 
 
 # --- where crops come from -------------------------------------------------------------------
+
+def median_box(ps: PhotoSet) -> list[float]:
+    """The median head window as fractions of the photo (a fixed-box baseline)."""
+    v = ps.valid
+    rel = (ps.boxes - v[:, [0, 1, 0, 1]]) / (v[:, [2, 3, 2, 3]] - v[:, [0, 1, 0, 1]])
+    return [round(statistics.median(rel[:, k].tolist()), 4) for k in range(4)]
+
 
 def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * float(torch.rand((), generator=gen))

@@ -17,6 +17,7 @@ from munit_cli.errors import MunitError
 from munit_cli.heads.boxes import Box, Letterbox, centre_side, from_centre
 from munit_cli.heads.network import HeadNet, decode, predict
 from munit_cli.runtime import autocast
+from munit_cli.weights import resolve_detector
 
 KIND = "detector"
 PREFIX = "det"
@@ -165,3 +166,15 @@ def load_detector(path: Path | str) -> Detector:
     net = HeadNet(recipe.widths, recipe.neck)
     load_module(net, load_tensors(path), PREFIX, path)
     return Detector(net.eval(), recipe, threshold, path, meta)
+
+
+def open_detector(spec: str | Path | None, device: torch.device | str, precision: str,
+                  threshold: float | None = None) -> Detector:
+    """The detector `spec` names (a file, a name in the weights folders; None: the shipped
+    one) on `device` at `precision`, with its confidence threshold replaced when given."""
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise MunitError(f"--threshold must be between 0 and 1, got {threshold}", exit_code=2)
+    det = load_detector(resolve_detector(spec)).to(device, precision)
+    if threshold is not None:
+        det.threshold = threshold
+    return det
