@@ -444,6 +444,29 @@ def test_heads_grid_slider_and_sheet_equal_translate_heads(tmp_path, tiny_gen_ck
     assert studio.encodes == 2 and studio.detections == 1  # one content code per framing; the head is remembered
 
 
+def test_heads_large_photo_shows_a_preview_and_renders_full_size_on_request(tmp_path, tiny_gen_ckpt, det, whole_photo,
+                                                                         monkeypatch, one_thread):
+    from munit_cli.web import session
+
+    monkeypatch.setattr(session, "PREVIEW_SIDE", 50)  # the 100 x 80 photo counts as large
+    studio, client = heads_client(tmp_path, tiny_gen_ckpt, det)
+    p = upload(client, whole_photo)
+    got = render(client, photo=p["id"], direction="a2b", heads=True, random={"n": 2, "seed": 5})
+    assert got["preview"] is True and [pixels(x).shape for x in got["images"]] == [(40, 50, 3)] * 2
+    full = render(client, photo=p["id"], direction="a2b", heads=True, codes=got["codes"], full=True)
+    assert full["preview"] is False and studio.encodes == 1  # the same content code
+    want = translate(tiny_gen_ckpt, whole_photo, tmp_path / "cli", "--heads", "--detector", det, "-n", 2, "--seed", 5)
+    for small, big, path in zip(got["images"], full["images"], want):
+        assert np.array_equal(pixels(big), png(path))  # full size: exactly what translate --heads writes
+        shrunk = np.asarray(Image.fromarray(png(path).astype(np.uint8)).resize((50, 40), Image.BILINEAR), dtype=float)
+        assert np.abs(pixels(small).astype(float) - shrunk).mean() < 8  # the preview is that picture, smaller
+    plain = render(client, photo=p["id"], direction="a2b", codes=got["codes"][:1])
+    assert plain["preview"] is False  # heads off: the model's output as it is
+    r = client.post("/api/render", json={"photo": p["id"], "direction": "a2b", "heads": True, "codes": got["codes"],
+                                         "full": "yes"})
+    assert r.status_code == 400 and "full must be true or false" in r.json()["error"]
+
+
 def test_heads_style_from_a_photo_uses_the_references_head(tmp_path, tiny_gen_ckpt, det, whole_photo, one_thread):
     studio, client = heads_client(tmp_path, tiny_gen_ckpt, det)
     ref = make_image(tmp_path / "ref.png", size=(90, 110), seed=21)

@@ -2,8 +2,8 @@
 chromedriver, loads the page served by the `munit ui` command, uploads examples/cat.png, gets the
 grid, drags a slider and sees the image change, walks between two kept styles, downloads the grid
 and a style bank that `munit translate --style-file` reads, turns the heads switch on and sees
-whole photos (the photo's own size) with the head pasted back; a corrupt photo gets a message and
-the page goes on. Skips with one line where no browser is installed (.ci/run installs one)."""
+whole photos with the head pasted back (a large photo as a preview, its download at full size);
+a corrupt photo gets a message and the page goes on. Skips with one line where no browser is installed (.ci/run installs one)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_page_in_headless_chromium(tmp_path, tiny_gen_ckpt):
     downloads.mkdir()
     driver = chrome(tmp_path, downloads)
     det = random_detector(tmp_path / "det.safetensors", threshold=0.0, recipe=TINY)  # finds a head in every photo
-    proc, url = serve(tmp_path, tiny_gen_ckpt, "--detector", str(det))
+    proc, url = serve(tmp_path, tiny_gen_ckpt, "--detector", str(det), "--preview-side", "300")
     try:
         js = driver.execute_script
         driver.get(url)
@@ -156,9 +156,12 @@ def test_page_in_headless_chromium(tmp_path, tiny_gen_ckpt):
         small = {src for src, _, _ in js(natural, "#grid .cell img")}
         heads.click()
         wait_for(driver, lambda d: [(w, h) for src, w, h in js(natural, "#grid .cell img") if src not in small]
-                 == [(451, 300)] * 8, "the grid of whole photos, the size of cat.png")
-        wait_for(driver, lambda d: [(w, h) for _, w, h in js(natural, "#current-img, #kept .cell img")] == [(451, 300)] * 3,
+                 == [(300, 200)] * 8, "the grid of whole photos: cat.png (451 x 300) as a preview, 300 px long")
+        wait_for(driver, lambda d: [(w, h) for _, w, h in js(natural, "#current-img, #kept .cell img")] == [(300, 200)] * 3,
                  "the edited and the kept styles as whole photos")
+        name = driver.find_element(By.ID, "download-current").get_attribute("download")
+        js("arguments[0].click()", driver.find_element(By.ID, "download-current"))  # a preview: rendered at full size
+        assert Image.open(wait_file(downloads, name)).size == (451, 300)
         assert "head found in 'cat.png'" in driver.find_element(By.ID, "heads-note").text
         assert driver.find_element(By.ID, "head-box").is_displayed()
 

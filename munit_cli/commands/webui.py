@@ -15,6 +15,7 @@ from munit_cli.errors import MunitError
 from munit_cli.images import DEFAULT_MAX_PIXELS
 from munit_cli.runtime import DEVICE_HELP, PRECISION_HELP, resolve_device
 from munit_cli.ui import err_console, friendly, pick_precision, warn
+from munit_cli.web.session import PREVIEW_SIDE
 from munit_cli.weights import DEFAULT_DETECTOR, resolve_detector, resolve_model
 
 INSTALL_HINT = "pip install 'munit-cli[ui]'"
@@ -90,12 +91,13 @@ def ui_cmd(
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.1, metavar="MB", help="Refuse larger uploaded photos."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", min=0, metavar="N", help="Refuse larger images (decompression-bomb guard; 0: no limit)."),
     detector: Optional[str] = typer.Option(None, "--detector", metavar="FILE", help=f"Head detector for the page's heads switch, as translate --heads (default: {DEFAULT_DETECTOR} from weights/; without one the switch is off)."),
+    preview_side: int = typer.Option(PREVIEW_SIDE, "--preview-side", min=0, metavar="PX", help="With heads on, show photos longer than this scaled to it (fast previews; Download image renders full size). 0: always full size."),
 ) -> None:
     """Explore a model's styles on a local web page, live: random grids, sliders, references.
 
     Pick or drop a photo and a direction; a grid of N random styles appears (seed and N are on the page). Click an output to keep its style code, then move the sliders over the code's dimensions: the image re-renders as they move. Add the style of a reference photo, walk between two kept styles, download an image or the grid, and save the kept styles as a styles file for `munit translate --style-file`. The pixels are those `munit translate` writes for the same model, photo, style code and precision.
 
-    The heads switch does what `munit translate --heads` does: the photo's head is found once, its crop translated, and every image is the whole photo with the translated head pasted back (on by default for a model trained on head crops; off, with the reason on the page, when no head detector is installed).
+    The heads switch does what `munit translate --heads` does: the photo's head is found once, its crop translated, and every image is the whole photo with the translated head pasted back (on by default for a model trained on head crops; off, with the reason on the page, when no head detector is installed). Photos longer than --preview-side are shown scaled down; Download image fetches the full-size picture.
 
     The page and its scripts come from this server alone (nothing from the internet). Uploads stay in memory and a temporary folder that is removed on exit. Ctrl-C stops the server. Needs Starlette and uvicorn: the ui extra of munit-cli.
 
@@ -127,7 +129,7 @@ def ui_cmd(
         if det is None and bundle.info.meta.get("framing") == "heads":
             warn(f"this model was trained on head crops, but the heads switch is off: {no_detector}")
         studio = Studio(bundle, dev, precision, Path(tmp), size=size, max_pixels=max_pixels, model_name=model_path.name,
-                        detector=det, no_detector=no_detector)
+                        detector=det, no_detector=no_detector, preview_side=preview_side)
         # a DNS-rebinding guard (answer only to local names) where it cannot hurt: Starlette's check
         # cannot read an IPv6 Host header, and a LAN address has names we cannot know
         allowed = [*LOOPBACK_NAMES, host] if is_loopback(host) and ":" not in host else None

@@ -5,7 +5,7 @@ edge (pixels outside the window are never touched)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -123,6 +123,20 @@ class PastedHead(Prepared):
 
     def sheet(self, x_ab: Tensor) -> Image.Image:
         return make_grid([[_fit_sheet(self.photo), *(_fit_sheet(self.render(u8)) for u8 in x_ab)]])
+
+    def scaled(self, max_side: int) -> "PastedHead":
+        """The same head on a copy of the photo whose longer side is at most `max_side`, the
+        window scaled with it (a preview: pasting and encoding cost with the photo's pixels);
+        itself when the photo is no larger."""
+        w, h = self.photo.size
+        f = max_side / max(w, h)
+        if f >= 1:
+            return self
+        small = self.photo.resize((max(1, round(w * f)), max(1, round(h * f))), Image.BILINEAR, reducing_gap=2.0)
+        l, t, r, b = self.window
+        l, t = round(l * f), round(t * f)
+        side_w, side_h = max(1, round((r - self.window[0]) * f)), max(1, round((b - self.window[1]) * f))
+        return replace(self, photo=small, window=(l, t, l + side_w, t + side_h))
 
 
 class HeadFraming:

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from munit_cli.errors import MunitError
 from munit_cli.images import find_images, to_uint8
-from munit_cli.web.session import Studio, WebError, display_name
+from munit_cli.web.session import Studio, WebError, display_name, parse_flag
 
 STATIC = Path(__file__).resolve().with_name("static")
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024  # bytes of one uploaded photo (--max-upload-mb)
@@ -193,6 +193,7 @@ class Api:
         studio = self.studio
         photo, direction, s_b = studio.photo(req.get("photo")), studio.direction(req.get("direction")), studio.codes(req)
         heads = studio.heads(req.get("heads"))
+        full = parse_flag(req.get("full", False), "full")
         check = self._claim(req)
 
         started: list[float] = []
@@ -202,14 +203,15 @@ class Api:
                 started.append(time.perf_counter())
             check()
 
-        def work() -> tuple[list[str], float]:
-            x_ab = studio.render(photo, direction, s_b, begin, heads=heads)  # (N, H, W, 3) uint8
+        def work() -> tuple[list[str], bool, float]:
+            x_ab, preview = studio.render(photo, direction, s_b, begin, heads=heads, full=full)  # (N, H, W, 3) uint8
             compute = time.perf_counter() - started[0]
             check()  # superseded during the compute: skip the encoding, nobody will show it
-            return [data_url(png_bytes(x)) for x in x_ab], compute
+            return [data_url(png_bytes(x)) for x in x_ab], preview, compute
 
-        images, compute = await run_in_threadpool(work)
+        images, preview, compute = await run_in_threadpool(work)
         return JSONResponse({"images": images, "codes": s_b.flatten(1).tolist(), "seq": req.get("seq"),
+                             "preview": preview,  # scaled down (heads on, a large photo): ask again with full
                              "head": studio.head_info(photo) if heads else None,
                              "compute_ms": round(compute * 1000, 1),  # the model, content code included if new
                              "wait_ms": round((started[0] - t0) * 1000, 1),  # behind other computations

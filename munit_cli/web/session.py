@@ -41,6 +41,9 @@ MAX_PHOTOS = 32  # photos kept with their content codes; the least recently used
 # canvas); past this many pixels in all, the least recently used photos go first too.
 MAX_WHOLE_PIXELS = 150_000_000
 MAX_SEED = 2**63 - 1
+# With heads on, a photo longer than this is shown scaled down (the translated crop pasted into a
+# copy at this size: far less to paste and encode per style); `full` renders give translate's pixels.
+PREVIEW_SIDE = 1024
 CODE_LIMIT = 1000.0  # |entry| of a style code; random codes are N(0, 1), so this only stops garbage
 
 
@@ -104,6 +107,7 @@ class Head:
     detection: Detection
     pasted: PastedHead | None
     message: str  # what the page says about it
+    preview: PastedHead | None = None  # `pasted` on the photo scaled to PREVIEW_SIDE (itself when no larger)
 
 
 @dataclass
@@ -136,7 +140,7 @@ def _int(value: Any, name: str, lo: int, hi: int) -> int:
     return value
 
 
-def _flag(value: Any, name: str) -> bool:
+def parse_flag(value: Any, name: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
@@ -181,9 +185,10 @@ class Studio:
     def __init__(self, bundle: GeneratorBundle, device: torch.device, precision: str, workdir: Path, *,
                  size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, model_name: str = "",
                  max_photos: int = MAX_PHOTOS, detector: Detector | None = None, no_detector: str = "",
-                 max_whole_pixels: int = MAX_WHOLE_PIXELS):
+                 max_whole_pixels: int = MAX_WHOLE_PIXELS, preview_side: int | None = None):
         """`detector` (on `device` at `precision`, like translate's) makes the heads switch work;
-        without one, `no_detector` says why it is off."""
+        without one, `no_detector` says why it is off. `preview_side`: with heads on, longer
+        photos are shown scaled to this (default PREVIEW_SIDE; 0: always full size)."""
         self.bundle, self.device, self.precision, self.workdir = bundle, device, precision, Path(workdir)
         self.size = size or bundle.info.image_size
         self.max_pixels, self.max_photos = max_pixels, max_photos
@@ -201,6 +206,7 @@ class Studio:
         self.detector_name = detector.path.name if detector is not None and detector.path else ""
         self.no_detector = no_detector or "no head detector is loaded"
         self.max_whole_pixels = max_whole_pixels
+        self.preview_side = PREVIEW_SIDE if preview_side is None else preview_side
         self._photos: collections.OrderedDict[str, Photo] = collections.OrderedDict()
         self._photos_lock = threading.Lock()
 
@@ -225,7 +231,7 @@ class Studio:
 
     def heads(self, value: Any) -> bool:
         """A request's heads switch (absent: off); on needs a detector."""
-        on = _flag(value, "heads")
+        on = parse_flag(value, "heads")
         if on and self.framing is None:
             raise WebError(f"heads cannot be on: {self.no_detector}")
         return on
@@ -312,7 +318,8 @@ class Studio:
                            "and pasted back into the whole photo")
             else:
                 message = self.framing.why(photo.name, d.confidence) + ": the whole photo is translated instead"
-            photo.head = Head(d, pasted, message)
+            preview = pasted.scaled(self.preview_side) if pasted is not None and self.preview_side else pasted
+            photo.head = Head(d, pasted, message, preview)
         return photo.head
 
     def head_info(self, photo: Photo) -> dict | None:
@@ -353,17 +360,19 @@ class Studio:
             return prep, torch.cat([u8 for _, u8 in tr.decode(c_a, s_b, tuple(prep.x_a.shape[-2:]))])
 
     def render(self, photo: Photo, direction: str, s_b: Tensor, check: Callable[[], None] = _nothing, *,
-               heads: bool = False) -> Tensor:
-        """x_ab uint8 (N, H, W, 3) for codes s_b (N, style_dim, 1, 1): what translate writes,
-        with `heads` the whole photo at full resolution with each translated head crop pasted
-        back (outside the compute lock: the next computation need not wait for it). `check`
-        runs once the compute is ours and again before the paste-back, to drop a request
-        superseded meanwhile."""
+               heads: bool = False, full: bool = False) -> tuple[Tensor, bool]:
+        """(x_ab uint8 (N, H, W, 3) for codes s_b (N, style_dim, 1, 1), whether it is a preview).
+        x_ab is what translate writes; with `heads`, the whole photo with each translated head
+        crop pasted back (outside the compute lock: the next computation need not wait for it),
+        at full resolution when `full` or when the photo is no longer than PREVIEW_SIDE, else
+        scaled to it (a preview). `check` runs once the compute is ours and again before the
+        paste-back, to drop a request superseded meanwhile."""
         prep, x_ab = self._decode(photo, direction, s_b, check, heads)
         if not isinstance(prep, PastedHead):
-            return x_ab
+            return x_ab, False
         check()
-        return torch.stack([_pixels(prep.render(u8)) for u8 in x_ab])
+        canvas = prep if full else photo.head.preview
+        return torch.stack([_pixels(canvas.render(u8)) for u8 in x_ab]), canvas is not prep
 
     def style_of(self, data: bytes, name: str, direction: str, heads: bool = False) -> tuple[Tensor, str | None]:
         """(the style code (1, style_dim, 1, 1) of a reference photo of `direction`'s target

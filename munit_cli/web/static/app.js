@@ -252,7 +252,7 @@ async function renderGrid() {
   if (!data || epoch !== state.epoch) return;
   state.grid = data.codes;
   $("grid").replaceChildren(...data.images.map((src, k) => cell(src, `${k}`, () =>
-    keep(data.codes[k], `random:seed=${opts.seed}:${k}`, src), `seed ${opts.seed}, style ${k}: click to keep`)));
+    keep(data.codes[k], `random:seed=${opts.seed}:${k}`, src, data.preview), `seed ${opts.seed}, style ${k}: click to keep`)));
   $("download-grid").disabled = false;
   const framing = !data.head ? "" : data.head.found ? ", head pasted back" : ", no head: whole photo";
   status(`${state.photo.name} → ${dir().target}: ${data.images.length} styles, seed ${opts.seed}${framing} ` +
@@ -265,7 +265,7 @@ async function renderKept() {
   const codes = list.map((k) => k.code.slice());
   const data = await render("kept", { codes });
   if (!data || epoch !== state.epoch || list !== kept() || data.images.length !== list.length) return;
-  data.images.forEach((src, i) => { list[i].image = src; });
+  data.images.forEach((src, i) => { list[i].image = src; list[i].preview = data.preview; });
   drawKept();
   if (state.selected >= 0) $("current-img").src = list[state.selected].image;
   updateDownloadCurrent();
@@ -280,6 +280,7 @@ async function renderEditor() {
   const data = await render("editor", { codes: [item.code.slice()] });
   if (!data || epoch !== state.epoch || list[state.selected] !== item) return;
   item.image = data.images[0];
+  item.preview = data.preview;
   await show($("current-img"), item.image);
   await nextFrame();
   const total = performance.now() - t0;
@@ -309,7 +310,7 @@ async function renderWalk() {
   const data = await render("walk", { interpolate: { from: list[a].code.slice(), to: list[b].code.slice(), steps } });
   if (!data || epoch !== state.epoch) return;
   $("walk").replaceChildren(...data.images.map((src, k) => cell(src, `${k}`, () =>
-    keep(data.codes[k], `interpolate:#${a + 1}-#${b + 1}:${k}/${steps - 1}`, src), "click to keep")));
+    keep(data.codes[k], `interpolate:#${a + 1}-#${b + 1}:${k}/${steps - 1}`, src, data.preview), "click to keep")));
 }
 
 const gridLater = () => schedule("grid", renderGrid);
@@ -357,9 +358,10 @@ function updateWalkSelects() {
   }
 }
 
-function keep(code, source, image) {
+// preview: `image` is scaled down (heads on, a large photo); the download asks for full size
+function keep(code, source, image, preview = false) {
   const list = kept();
-  list.push({ code: code.slice(), original: code.slice(), source, image });
+  list.push({ code: code.slice(), original: code.slice(), source, image, preview });
   $("walk-from").dataset.touched = "";
   $("walk-to").dataset.touched = "";
   select(list.length - 1);
@@ -477,6 +479,32 @@ async function saveBank() {
   }
 }
 
+// A data: URL -> Blob (fetch() of it would need connect-src data: in the page's CSP).
+function dataUrlBlob(url) {
+  const [head, b64] = url.split(",", 2);
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  return new Blob([bytes], { type: head.slice(5).split(";")[0] });
+}
+
+// The selected style's image: as shown, or when that is a preview, rendered again at full size.
+async function downloadCurrent(event) {
+  const item = kept()[state.selected];
+  if (!item || !item.preview || !state.photo) return;  // the link's own href is the full image
+  event.preventDefault();
+  const name = $("download-current").download;
+  try {
+    status("rendering the full-size image…");
+    const res = await postJSON("/api/render", { photo: state.photo.id, direction: state.direction,
+      heads: state.heads, codes: [item.code.slice()], full: true });
+    if (!res.ok) throw await errorOf(res);
+    const data = await res.json();
+    download(dataUrlBlob(data.images[0]), name);
+    status(`saved ${name} (full size)`);
+  } catch (err) {
+    fail(err);
+  }
+}
+
 async function downloadGrid() {
   if (!state.photo || !state.grid.length) return;
   try {
@@ -578,6 +606,7 @@ async function init() {
     gridLater();
   });
   $("download-grid").addEventListener("click", downloadGrid);
+  $("download-current").addEventListener("click", downloadCurrent);
   $("save-bank").addEventListener("click", saveBank);
   $("reset-style").addEventListener("click", () => {
     const item = kept()[state.selected];
