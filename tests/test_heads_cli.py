@@ -145,8 +145,8 @@ class StubDetector:
 
     threshold = 0.5
 
-    def __init__(self):
-        self.calls = 0
+    def __init__(self, box=BOX):
+        self.calls, self.box = 0, box
 
     def to(self, *args):
         return self
@@ -154,7 +154,7 @@ class StubDetector:
     def detect(self, img):
         self.calls += 1
         found = img.size == (100, 80)
-        return Detection(BOX if found else (0.0, 0.0, 10.0, 10.0), 0.9 if found else 0.1, found)
+        return Detection(self.box if found else (0.0, 0.0, 10.0, 10.0), 0.9 if found else 0.1, found)
 
 
 @pytest.fixture
@@ -188,6 +188,24 @@ def test_translate_heads_pastes_back_at_full_size(tmp_path, tiny_gen_ckpt, stub)
         assert np.abs(a[25:55, 35:65] - b[25:55, 35:65]).mean() > 5  # the head is translated
     assert not np.array_equal(px(tmp_path / "o" / "cat_00.png"), px(tmp_path / "o" / "cat_01.png"))
     assert Image.open(tmp_path / "o" / "cat_grid.png").size[0] > 3 * 100  # photo + 2 pasted photos
+
+
+def test_translate_heads_fit_pad_keeps_a_head_at_the_edge_centred(tmp_path, tiny_gen_ckpt, stub):
+    stub.box = (-20.0, -10.0, 40.0, 50.0)  # a head window reaching past the top-left corner
+    photo = make_image(tmp_path / "cat.png", size=(100, 80), seed=5)
+    a = px(photo)
+    r = translate(photo, "-m", tiny_gen_ckpt, "--heads", "-n", 1, "--outdir", tmp_path / "pad")
+    assert r.exit_code == 0, r.output  # default --fit pad: the window stays where the head is
+    b = px(tmp_path / "pad" / "cat_00.png")
+    assert b.shape == a.shape and np.array_equal(a[:, 40:], b[:, 40:]) and np.array_equal(a[50:], b[50:])
+    assert np.abs(a[:45, :35] - b[:45, :35]).mean() > 5
+    r = translate(photo, "-m", tiny_gen_ckpt, "--heads", "--fit", "inside", "-n", 1, "--outdir", tmp_path / "in")
+    assert r.exit_code == 0, r.output  # inside: moved to (0, 0, 60, 60), so columns 40-59 change too
+    c = px(tmp_path / "in" / "cat_00.png")
+    assert np.array_equal(a[:, 60:], c[:, 60:]) and np.abs(a[5:45, 42:55] - c[5:45, 42:55]).mean() > 5
+    assert translate(photo, "-m", tiny_gen_ckpt, "--heads", "--fit", "stretch").exit_code == 2
+    r = translate(photo, "-m", tiny_gen_ckpt, "--no-heads", "--fit", "inside", "-n", 1, "--outdir", tmp_path / "o")
+    assert r.exit_code == 0 and "--fit ignored: they apply to --heads" in r.stderr
 
 
 def test_translate_heads_with_references_stdin_and_folders(tmp_path, tiny_gen_ckpt, stub):

@@ -15,7 +15,7 @@ from rich.text import Text
 from munit_cli.atomic import ensure_writable_dir
 from munit_cli.checkpoint import load_generators
 from munit_cli.errors import MunitError
-from munit_cli.heads.compose import NO_HEAD, HeadFraming
+from munit_cli.heads.compose import FITS, NO_HEAD, TRANSLATE_FIT, HeadFraming
 from munit_cli.heads.detector import open_detector
 from munit_cli.images import DEFAULT_MAX_PIXELS
 from munit_cli.inference import Translator, make_bank, resolve_direction, translate_files
@@ -150,6 +150,7 @@ def translate(
     detector: Optional[str] = typer.Option(None, "--detector", metavar="FILE", help=f"Head detector for --heads (default: {DEFAULT_DETECTOR} from weights/)."),
     no_head: str = typer.Option("skip", "--no-head", metavar="WHAT", help="--heads on a photo without a head: skip (reported) | whole (translate the whole photo)."),
     margin: float = typer.Option(1.0, "--margin", metavar="X", help="--heads: scale of the crop about the head (1.0: the framing of munit heads and ../shared/data/heads)."),
+    fit: str = typer.Option(TRANSLATE_FIT, "--fit", metavar="HOW", help="--heads, where the window reaches past the photo: pad = keep it centred, black outside (like the training crops of heads/); inside = move it in (shrink it to the photo if larger)."),
 ) -> None:
     """Translate images to the other domain with N styles each.
 
@@ -177,8 +178,8 @@ def translate(
     src, tgt = resolve_direction(bundle, to, direction)
     proc_size = None if keep_size else (size or bundle.info.image_size)
     tr = Translator(bundle, src, tgt, dev, precision, batch_size, style_encoder=bool(style_from))
-    framing = _framing(heads, bundle.info.meta.get("framing") == "heads", detector, no_head, margin, dev, precision,
-                       proc_size, max_pixels)
+    framing = _framing(heads, bundle.info.meta.get("framing") == "heads", detector, no_head, margin, fit, dev,
+                       precision, proc_size, max_pixels)
     bank, notes = make_bank(tr, styles, size=proc_size, max_pixels=max_pixels, load=framing and framing.reference)
     for line in notes + (framing.notes if framing else []):
         warn(line)
@@ -190,18 +191,20 @@ def translate(
     _finish(summary, outdir)
 
 
-def _framing(heads: bool | None, model_heads: bool, detector: str | None, no_head: str, margin: float, dev, precision: str,
-             size: int | None, max_pixels: int) -> HeadFraming | None:
+def _framing(heads: bool | None, model_heads: bool, detector: str | None, no_head: str, margin: float, fit: str, dev,
+             precision: str, size: int | None, max_pixels: int) -> HeadFraming | None:
     """The --heads set-up, or None (after saying which head options are ignored)."""
     if no_head not in NO_HEAD:
         raise MunitError(f"unknown --no-head {no_head!r}: use {' or '.join(NO_HEAD)}", exit_code=2)
+    if fit not in FITS:
+        raise MunitError(f"unknown --fit {fit!r}: use {' or '.join(FITS)}", exit_code=2)
     if not (model_heads if heads is None else heads):
         given = [name for name, used in (("--detector", detector is not None), ("--no-head", no_head != "skip"),
-                                         ("--margin", margin != 1.0)) if used]
+                                         ("--margin", margin != 1.0), ("--fit", fit != TRANSLATE_FIT)) if used]
         if given:
             warn(f"{', '.join(given)} ignored: they apply to --heads")
         return None
     if heads is None:
         err_console.print("--heads is on: this model was trained on head crops (--no-heads translates whole images)",
                           highlight=False)
-    return HeadFraming(open_detector(detector, dev, precision), size, margin, no_head, max_pixels)
+    return HeadFraming(open_detector(detector, dev, precision), size, margin, no_head, max_pixels, fit)

@@ -19,6 +19,10 @@ from munit_cli.images import DEFAULT_MAX_PIXELS, load_rgb, make_grid, to_tensor
 from munit_cli.inference import Prepared, Skipped, input_tensor
 
 FITS = ("inside", "pad")
+# translate --heads: "pad" keeps the head centred with black past the photo's edge, as in the
+# training crops of ../shared/data/heads (measured equal to "inside" on held-out photos:
+# benchmarks/heads_default.py; visibly better on close-ups whose head overflows the frame)
+TRANSLATE_FIT = "pad"
 NO_HEAD = ("skip", "whole")
 FEATHER = 0.12  # width of the soft edge, as a fraction of the window's side
 SHEET_SIDE = 512  # translate --heads --grid: photos on the contact sheet are at most this long
@@ -116,7 +120,7 @@ class PastedHead(Prepared):
     """A photo's head crop (x_a); each translation of it is pasted back into the photo."""
 
     photo: Image.Image = None  # the whole photo, full resolution
-    window: tuple[int, int, int, int] = (0, 0, 0, 0)  # the crop window, inside the photo
+    window: tuple[int, int, int, int] = (0, 0, 0, 0)  # the crop window (with fit "pad" it may reach past the photo)
 
     def render(self, x_ab: Tensor) -> Image.Image:
         return paste(self.photo, Image.fromarray(x_ab.numpy(), "RGB"), self.window)
@@ -144,11 +148,12 @@ class HeadFraming:
     and pasted back; a photo without a head is skipped, or translated whole (`no_head`)."""
 
     def __init__(self, detector: Detector, size: int | None, margin: float = 1.0, no_head: str = "skip",
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, fit: str = TRANSLATE_FIT):
         if no_head not in NO_HEAD:
             raise MunitError(f"unknown --no-head {no_head!r}: use {' or '.join(NO_HEAD)}", exit_code=2)
-        crop_window((0, 0, 1, 1), 1, 1, margin)  # checks the margin
+        crop_window((0, 0, 1, 1), 1, 1, margin, fit)  # checks the margin and the fit
         self.detector, self.size, self.margin, self.no_head, self.max_pixels = detector, size, margin, no_head, max_pixels
+        self.fit = fit
         self.notes: list[str] = []  # one line per reference photo used whole
 
     def _whole(self, img: Image.Image) -> Tensor:
@@ -159,7 +164,7 @@ class HeadFraming:
         return (f"no head found in {str(name)!r} (confidence {confidence:.2f} < {self.detector.threshold:.2f})")
 
     def window(self, img: Image.Image, d: Detection) -> tuple[int, int, int, int]:
-        return crop_window(d.box, img.size[0], img.size[1], self.margin, "inside")
+        return crop_window(d.box, img.size[0], img.size[1], self.margin, self.fit)
 
     def find(self, img: Image.Image) -> tuple[Detection, PastedHead | None]:
         """A decoded photo's detection and, when it has a head, the head crop ready to translate
