@@ -30,7 +30,7 @@ from PIL import Image
 from munit_cli.checkpoint import load_generators
 from munit_cli.classifier import load_classifier
 from munit_cli.evaluation import class_indices
-from munit_cli.heads.compose import FITS, HeadFraming, PastedHead
+from munit_cli.heads.compose import FITS, HeadFraming
 from munit_cli.heads.detector import load_detector
 from munit_cli.images import load_rgb, resize_shorter, to_tensor
 from munit_cli.inference import Translator
@@ -95,8 +95,8 @@ def main() -> None:
             probs, _ = clf.judge(torch.stack([h for h in _same_size(heads)]), prec)
             hits["whole"] += int((probs.argmax(1) == labels[tgt]).sum())
             for fit, framing in framings.items():
-                prep = framing.prepare(path)  # --heads: the head crop, pasted back
-                if not isinstance(prep, PastedHead):
+                _, prep = framing.find(photo)  # --heads: the head crop, pasted back
+                if prep is None:
                     no_head += fit == FITS[0]  # counted as a miss: --heads skips this photo
                     continue
                 l, t, r, b = prep.window
